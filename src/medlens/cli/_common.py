@@ -1,0 +1,67 @@
+"""Shared CLI plumbing: error to exit-code mapping and console output."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+
+
+@dataclass
+class _State:
+    debug: bool = False
+
+
+STATE = _State()
+
+
+def err(message: str) -> None:
+    """Print one line on standard error."""
+    typer.echo(message, err=True)
+
+
+def _format_warning(message: Any, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    return f"warning: {message}\n"
+
+
+def run_cli(app: typer.Typer, argv: list[str]) -> int:
+    """Run the Typer app; MedLens errors become one line and their documented exit code."""
+    from medlens.core.errors import MedlensError
+
+    debug = "--debug" in argv
+    STATE.debug = debug
+    if not debug:
+        warnings.formatwarning = _format_warning  # type: ignore[assignment]
+    try:
+        app(args=argv, prog_name="medlens", standalone_mode=False)
+    except SystemExit as exc:  # typer.Exit inside commands
+        return int(exc.code or 0)
+    except MedlensError as exc:
+        if debug:
+            traceback.print_exc()
+        err(f"error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err("interrupted")
+        return 130
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            return int(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show(file=sys.stderr)
+            return 2
+        if isinstance(exc, click.exceptions.Abort):
+            err("aborted")
+            return 1
+        if debug:
+            traceback.print_exc()
+        else:
+            err(f"error: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
+        return 1
+    return 0
