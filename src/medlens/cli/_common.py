@@ -49,19 +49,28 @@ def run_cli(app: typer.Typer, argv: list[str]) -> int:
         err("interrupted")
         return 130
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            return int(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show(file=sys.stderr)
-            return 2
-        if isinstance(exc, click.exceptions.Abort):
-            err("aborted")
-            return 1
+        code = _usage_exit_code(exc)
+        if code is not None:
+            return code
         if debug:
             traceback.print_exc()
         else:
             err(f"error: unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
         return 1
     return 0
+
+
+def _usage_exit_code(exc: Exception) -> int | None:
+    """Handle the command-line parser's own exceptions (typer vendors click, so match by shape)."""
+    import typer
+
+    if isinstance(exc, typer.Exit):
+        return int(getattr(exc, "exit_code", 0) or 0)
+    if isinstance(exc, typer.Abort):
+        err("aborted")
+        return 1
+    show = getattr(exc, "show", None)
+    if callable(show) and hasattr(exc, "exit_code"):
+        show(file=sys.stderr)  # usage errors: message plus usage line
+        return 2
+    return None
