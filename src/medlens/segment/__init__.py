@@ -1,0 +1,1 @@
+"""Segmentation: classic methods, lung fields, metrics and a small U-Net (``medlens.segment.unet``)."""
