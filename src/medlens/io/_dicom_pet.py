@@ -37,7 +37,7 @@ def _parse_time(value: Any) -> _dt.time | None:
     s = s.ljust(6, "0")
     try:
         hh, mm, ss = int(s[0:2]), int(s[2:4]), int(s[4:6])
-        return _dt.time(hh, mm, min(ss, 59), int(round(frac * 1e6)) if frac < 1 else 0)
+        return _dt.time(hh, mm, min(ss, 59), round(frac * 1e6) if frac < 1 else 0)
     except ValueError:
         return None
 

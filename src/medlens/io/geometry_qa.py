@@ -30,13 +30,13 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "GeometryFinding",
     "RESAMPLEABLE_CODES",
+    "GeometryFinding",
     "check_slice_geometry",
-    "slice_normal",
-    "sort_slices",
     "format_findings",
     "resample_to_regular_grid",
+    "slice_normal",
+    "sort_slices",
 ]
 
 #: Findings that resampling onto a regular grid can repair.
@@ -316,7 +316,7 @@ def resample_to_regular_grid(
     m = int(np.floor((proj[-1] - proj[0]) / step_mm + 1e-6)) + 1
     targets = proj[0] + step_mm * np.arange(m)
     origin = pos[0]
-    out = np.empty((m,) + slices.shape[1:], dtype=np.float32)
+    out = np.empty((m, *slices.shape[1:]), dtype=np.float32)
 
     def shifted(k: int, s: float) -> npt.NDArray[np.float64]:
         # The target plane point for index (0, 0) relative to source slice k, in source pixel units.
