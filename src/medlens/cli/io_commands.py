@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -92,8 +92,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("info")
     def info(
-        path: Path = typer.Argument(..., help="DICOM folder/file or a NIfTI/NRRD/MHA file."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        path: Annotated[Path, typer.Argument(help="DICOM folder/file or a NIfTI/NRRD/MHA file.")],
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     ) -> None:
         """Describe the series in PATH: geometry, intensity units, geometry QA findings, ROIs of RTSTRUCT/SEG."""
         from medlens.core.errors import InputError
@@ -109,12 +109,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("convert")
     def convert(
-        inp: Path = typer.Argument(..., metavar="IN", help="DICOM folder/file or a volume file."),
-        out: Path = typer.Argument(..., metavar="OUT", help="Output file: .nii, .nii.gz, .nrrd or .mha."),
-        series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to read (several series)."),
-        resample_irregular: bool = typer.Option(
-            False, "--resample-irregular", help="Resample irregular slice geometry onto a regular grid (warns)."
-        ),
+        inp: Annotated[Path, typer.Argument(metavar="IN", help="DICOM folder/file or a volume file.")],
+        out: Annotated[Path, typer.Argument(metavar="OUT", help="Output file: .nii, .nii.gz, .nrrd or .mha.")],
+        series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to read.")] = None,
+        resample_irregular: Annotated[
+            bool, typer.Option("--resample-irregular", help="Resample irregular slices (warns).")
+        ] = False,
     ) -> None:
         """Convert an image (e.g. a DICOM series) to NIfTI/NRRD/MHA."""
         from medlens.io.api import read_image, write_image
