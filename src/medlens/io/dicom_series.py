@@ -60,6 +60,7 @@ NON_IMAGE_MODALITIES = frozenset(
 )
 
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
+_NO_UID = "(no SeriesInstanceUID)"
 
 #: pip package providing a decoder for each compressed transfer syntax family.
 _CODEC_PACKAGES = {
@@ -116,6 +117,8 @@ def _native_pixel_bytes(ds: Any) -> int | None:
     except (AttributeError, TypeError, ValueError):
         return None
     n = rows * cols * spp * frames
+    if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+        n = rows * cols * 2 * frames  # chroma subsampled horizontally
     return (n + 7) // 8 if bits == 1 else n * (bits // 8)
 
 
@@ -138,8 +141,8 @@ def _read_one(path: Path, *, pixels: bool) -> tuple[Path, Any, str | None]:
     media_sop = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
     if media_sop == _DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
         return path, None, "a DICOMDIR index, not an image"
-    if "SeriesInstanceUID" not in ds:
-        return path, None, "no SeriesInstanceUID (not a DICOM image object)"
+    if "SeriesInstanceUID" not in ds and "Rows" not in ds:
+        return path, None, "no SeriesInstanceUID and no image (not a DICOM image object)"
     if pixels and "PixelData" in ds:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         if ts is not None and not ts.is_compressed:
@@ -187,7 +190,7 @@ def _is_image(ds: Any) -> bool:
 def _group(items: list[tuple[Path, Any]]) -> dict[str, list[tuple[Path, Any]]]:
     groups: dict[str, list[tuple[Path, Any]]] = {}
     for p, ds in items:
-        groups.setdefault(str(ds.SeriesInstanceUID), []).append((p, ds))
+        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or _NO_UID), []).append((p, ds))
     return groups
 
 
@@ -249,7 +252,7 @@ def _slice_records(members: list[tuple[Path, Any]]) -> list[_Slice]:
     multi = [(p, ds) for p, ds in members if int(ds.get("NumberOfFrames", 1) or 1) > 1]
     if multi and len(members) > 1:
         raise FormatError(
-            f"series {members[0][1].SeriesInstanceUID} mixes {len(multi)} multi-frame object(s) with "
+            f"series {members[0][1].get('SeriesInstanceUID', '')} mixes {len(multi)} multi-frame object(s) with "
             f"{len(members)} files in all; MedLens reads one multi-frame object or a set of single-frame files: "
             "pass one file"
         )
@@ -657,7 +660,7 @@ def read_dicom_series(
         modality=str(ds0.get("Modality", "") or ""),
         units=units,
         study_uid=str(ds0.get("StudyInstanceUID", "") or ""),
-        series_uid=uid,
+        series_uid="" if uid == _NO_UID else uid,
         frame_of_reference_uid=str(ds0.get("FrameOfReferenceUID", "") or ""),
         sop_instance_uids=tuple(sops) if not resample else (),
         patient_id=str(ds0.get("PatientID", "") or ""),
@@ -756,7 +759,7 @@ def list_series(path: PathLike | Sequence[PathLike]) -> list[SeriesInfo]:
     for uid, members in _group(items).items():
         ds = members[0][1]
         info = SeriesInfo(
-            series_uid=uid,
+            series_uid="" if uid == _NO_UID else uid,
             study_uid=str(ds.get("StudyInstanceUID", "") or ""),
             patient_id=str(ds.get("PatientID", "") or ""),
             modality=str(ds.get("Modality", "") or ""),
