@@ -93,7 +93,9 @@ def _new_affine(image: Image, start: np.ndarray, step: np.ndarray) -> np.ndarray
     return out
 
 
-def _interp_axes(arr: np.ndarray, new_shape: tuple[int, ...], start: np.ndarray, step: np.ndarray, order: int) -> np.ndarray:
+def _interp_axes(
+    arr: np.ndarray, new_shape: tuple[int, ...], start: np.ndarray, step: np.ndarray, order: int
+) -> np.ndarray:
     from scipy import ndimage
 
     data = np.asarray(arr, dtype=np.float64)
@@ -202,14 +204,26 @@ def resample_to_reference(
     offset = m[:nd, 3]
     if image.is_mask:
         frac = ndimage.affine_transform(
-            image.array.astype(np.float64), matrix, offset=offset, output_shape=reference.shape, order=k,
-            mode="constant", cval=0.0, prefilter=k > 1,
+            image.array.astype(np.float64),
+            matrix,
+            offset=offset,
+            output_shape=reference.shape,
+            order=k,
+            mode="constant",
+            cval=0.0,
+            prefilter=k > 1,
         )
         out = np.round(frac, 9) >= threshold
     else:
         out = ndimage.affine_transform(
-            image.array.astype(np.float64), matrix, offset=offset, output_shape=reference.shape, order=k,
-            mode="constant", cval=fill_value, prefilter=k > 1,
+            image.array.astype(np.float64),
+            matrix,
+            offset=offset,
+            output_shape=reference.shape,
+            order=k,
+            mode="constant",
+            cval=fill_value,
+            prefilter=k > 1,
         )
     meta = image.meta.replace(history=(*image.meta.history, "resample_to_reference"))
     return Image(out, reference.affine, meta)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+# Imported eagerly so that the function, not the submodule of the same name, is
+# ``medlens.radiomics.extract`` (the submodules import only numpy at module level).
+from medlens.radiomics.extract import extract
+from medlens.radiomics.settings import RadiomicsSettings, TextureSettings, load_preset, load_settings
+
 __all__ = ["extract", "RadiomicsSettings", "TextureSettings", "load_preset", "load_settings"]
 
-_LAZY = {
-    "extract": "medlens.radiomics.extract",
-    "RadiomicsSettings": "medlens.radiomics.settings",
-    "TextureSettings": "medlens.radiomics.settings",
-    "load_preset": "medlens.radiomics.settings",
-    "load_settings": "medlens.radiomics.settings",
-}
+_LAZY: dict[str, str] = {}
 
 
 def __getattr__(name: str) -> Any:

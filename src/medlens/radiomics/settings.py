@@ -68,7 +68,9 @@ class InterpolationSettings:
         object.__setattr__(self, "spacing_mm", tuple(float(v) for v in self.spacing_mm))
         for name in ("order", "mask_order"):
             if getattr(self, name) not in ("nearest", "linear", "cubic", "bspline"):
-                raise InputError(f"interpolation.{name} must be nearest|linear|cubic|bspline, got {getattr(self, name)!r}")
+                raise InputError(
+                    f"interpolation.{name} must be nearest|linear|cubic|bspline, got {getattr(self, name)!r}"
+                )
         if not 0.0 < self.mask_threshold <= 1.0:
             raise InputError(f"interpolation.mask_threshold must be in (0, 1], got {self.mask_threshold}")
 
@@ -274,7 +276,9 @@ def load_settings(path: str | Path) -> RadiomicsSettings:
 
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"settings file {p} not found; give a preset name ({', '.join(preset_names())}) or a YAML file")
+        raise InputError(
+            f"settings file {p} not found; give a preset name ({', '.join(preset_names())}) or a YAML file"
+        )
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
