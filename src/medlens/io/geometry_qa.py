@@ -331,10 +331,11 @@ def resample_to_regular_grid(
         return ndimage.shift(src, (-shift_rows, -shift_cols), order=1, mode="nearest")
 
     for j, s in enumerate(targets):
-        hi = int(np.searchsorted(proj, s, side="left"))
-        if hi < proj.size and abs(proj[hi] - s) < 1e-6:
-            out[j] = shifted(hi, s)
+        near = int(np.argmin(np.abs(proj - s)))
+        if abs(proj[near] - s) < 1e-3:  # an input slice lies on the target plane (within 1 micrometre)
+            out[j] = shifted(near, float(proj[near]))
             continue
+        hi = int(np.searchsorted(proj, s, side="left"))
         hi = min(max(hi, 1), proj.size - 1)
         lo = hi - 1
         w = (s - proj[lo]) / (proj[hi] - proj[lo])
