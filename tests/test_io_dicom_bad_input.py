@@ -127,7 +127,7 @@ def test_mixed_series_are_listed_and_selectable(ct_phantom_dir, tmp_path):
     assert "4 file(s)" in msg and "6 file(s)" in msg and "series_uid" in msg
     img = read_dicom_series(folder, series_uid="1.2.3.4.5.999")
     assert img.shape[0] == 4 and img.meta.series_uid == "1.2.3.4.5.999"
-    with pytest.raises(InputError, match="no series with SeriesInstanceUID 9.9.9"):
+    with pytest.raises(InputError, match=r"no series with SeriesInstanceUID 9\.9\.9"):
         read_dicom_series(folder, series_uid="9.9.9")
 
 
@@ -188,13 +188,13 @@ def test_nonuniform_spacing_and_orientation_findings(ct_phantom_dir, tmp_path):
 
 
 def test_only_rtstruct_is_not_an_image(ct_phantom_dir):
-    with pytest.raises(FormatError, match="no image series found.*RTSTRUCT"):
+    with pytest.raises(FormatError, match=r"no image series found.*RTSTRUCT"):
         read_dicom_series(ct_phantom_dir / "dicom" / "mask")
 
 
 def test_selecting_a_non_image_series_says_to_use_read_mask(ct_phantom_dir):
     rs = next(s for s in list_series(ct_phantom_dir / "dicom") if s.modality == "RTSTRUCT")
-    with pytest.raises(InputError, match="RTSTRUCT object, not an image.*read_mask"):
+    with pytest.raises(InputError, match=r"RTSTRUCT object, not an image.*read_mask"):
         read_dicom_series(ct_phantom_dir / "dicom", series_uid=rs.series_uid)
 
 
