@@ -27,6 +27,7 @@ app = typer.Typer(
 
 # Modules that define ``register(app)``; one line per area.
 _COMMAND_MODULES = [
+    "medlens.cli.pipeline_commands",
     "medlens.cli.io_commands",
 ]
 

@@ -1,0 +1,176 @@
+"""The cohort: one :class:`Case` per row of a CSV (image, mask, outcome, clinical columns)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medlens.core.errors import InputError
+from medlens.pipeline.config import RunConfig
+
+__all__ = ["Case", "check_outcome", "content_hash", "load_cases", "resolve_roi"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case of a cohort run (plain data, sent to Dask workers)."""
+
+    case_id: str
+    image: str
+    mask: str | None
+    outcome: float | None = None
+    time: float | None = None
+    event: float | None = None
+    batch: str | None = None
+    clinical: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _num(value: Any, *, column: str, case_id: str, source: str) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{source}: column {column!r} of case {case_id!r} must be numeric, got {value!r}") from exc
+
+
+def load_cases(config: RunConfig) -> list[Case]:
+    """Read the cohort CSV of ``config`` into cases, checking columns and files.
+
+    Raises :class:`InputError` for a missing CSV, a missing column (listing the available ones),
+    duplicate case ids, or image/mask paths that do not exist (listing them).
+    """
+    import pandas as pd
+
+    c = config.section("cohort")
+    csv = Path(c["csv"])
+    csv = csv if csv.is_absolute() else config.data_dir / csv
+    if not csv.is_file():
+        raise InputError(f"cohort CSV {csv} not found (cohort.csv is relative to the data folder {config.data_dir})")
+    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    source = str(csv)
+    needed = [c["id_column"], c["image_column"]]
+    for key in ("mask_column", "outcome", "time_column", "event_column", "batch_column"):
+        if c[key] is not None:
+            needed.append(c[key])
+    needed += list(c["clinical"])
+    for col in needed:
+        if col not in df.columns:
+            raise InputError(f"{source}: no column {col!r}; the CSV has: {', '.join(df.columns)}")
+    ids = df[c["id_column"]].tolist()
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise InputError(f"{source}: duplicate case ids in {c['id_column']!r}: {', '.join(dup[:5])}")
+    cases: list[Case] = []
+    missing: list[str] = []
+    for _, row in df.iterrows():
+        cid = str(row[c["id_column"]])
+        img = config.data_dir / row[c["image_column"]]
+        if not row[c["image_column"]] or not img.exists():
+            missing.append(f"{cid}: image {img}")
+        mask = None
+        if c["mask_column"] is not None:
+            mask = config.data_dir / row[c["mask_column"]]
+            if not row[c["mask_column"]] or not mask.exists():
+                missing.append(f"{cid}: mask {mask}")
+        clinical = {}
+        for col in c["clinical"]:
+            v = row[col]
+            try:
+                clinical[col] = float(v) if v != "" else None
+            except ValueError:
+                clinical[col] = v
+        cases.append(
+            Case(
+                case_id=cid,
+                image=str(img),
+                mask=str(mask) if mask is not None else None,
+                outcome=_num(row[c["outcome"]], column=c["outcome"], case_id=cid, source=source)
+                if c["outcome"]
+                else None,
+                time=_num(row[c["time_column"]], column=c["time_column"], case_id=cid, source=source)
+                if c["time_column"]
+                else None,
+                event=_num(row[c["event_column"]], column=c["event_column"], case_id=cid, source=source)
+                if c["event_column"]
+                else None,
+                batch=str(row[c["batch_column"]]) if c["batch_column"] else None,
+                clinical=clinical,
+            )
+        )
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise InputError(f"{source}: {len(missing)} cohort file(s) not found: {'; '.join(missing[:5])}{more}")
+    if not cases:
+        raise InputError(f"{source}: the cohort has no cases")
+    return cases
+
+
+def check_outcome(cases: list[Case], *, outcome: str | None, folds: int) -> None:
+    """Check the outcome supports stratified ``folds``-fold CV: two classes 0/1, each with >= folds cases."""
+    if outcome is None:
+        return
+    ys = [cs.outcome for cs in cases if cs.outcome is not None]
+    classes = sorted(set(ys))
+    if len(classes) < 2:
+        found = f"only the value {classes[0]:g}" if classes else "no values"
+        raise InputError(
+            f"outcome column {outcome!r} has {found} across {len(cases)} cases; a classifier needs two classes"
+        )
+    if not set(classes) <= {0.0, 1.0}:
+        raise InputError(f"outcome column {outcome!r} must be binary 0/1, found values {classes[:6]}")
+    counts = {int(k): ys.count(k) for k in classes}
+    if len(ys) < folds or min(counts.values()) < folds:
+        raise InputError(
+            f"{len(ys)} cases with outcome (class counts {counts}) are fewer than model.folds={folds} per class; "
+            f"stratified {folds}-fold cross-validation needs at least {folds} cases of each class: "
+            "lower model.folds or add cases"
+        )
+
+
+def content_hash(paths: list[str | None], *, extra: Any = None) -> str:
+    """BLAKE2b (hex, 32 characters) of the bytes of every file under ``paths`` (folders recursively).
+
+    File names relative to each path are hashed too, so renaming a slice changes the hash;
+    ``extra`` (JSON-able) is mixed in (settings, clinical values).
+    """
+    import json
+
+    h = hashlib.blake2b(digest_size=16)
+    for p in paths:
+        if p is None:
+            continue
+        root = Path(p)
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+        for f in files:
+            h.update(str(f.relative_to(root) if f != root else f.name).encode())
+            with f.open("rb") as fh:
+                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def resolve_roi(pattern: str, available: list[str], *, source: str) -> str:
+    """The one ROI name matching ``pattern`` (exact name first, then a full regular-expression match)."""
+    if pattern in available:
+        return pattern
+    try:
+        rx = re.compile(pattern, re.IGNORECASE)
+    except re.error:
+        rx = None
+    hits = [n for n in available if rx is not None and rx.fullmatch(n)]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise InputError(
+            f"{source}: no ROI matches mask.roi {pattern!r}; available ROIs: {', '.join(available) or '(none)'}"
+        )
+    raise InputError(f"{source}: mask.roi {pattern!r} matches several ROIs ({', '.join(hits)}); make it specific")

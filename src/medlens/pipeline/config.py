@@ -1,0 +1,273 @@
+"""The run configuration: a YAML file validated against a small schema with clear errors.
+
+Example (every key shown; only ``cohort`` is required)::
+
+    name: sts-lung-metastasis
+    data_dir: null                  # base folder of the cohort paths (``--data`` overrides it)
+    cohort:
+      csv: cohort.csv               # relative to data_dir
+      id_column: patient_id
+      image_column: pet_image
+      mask_column: pet_rtstruct     # RTSTRUCT/SEG/label image per case
+      outcome: lung_metastasis      # binary 0/1 column
+      clinical: []                  # further CSV columns used as predictors
+      time_column: null             # survival time (with event_column: Cox / C-index)
+      event_column: null
+      batch_column: null            # centre/scanner for harmonisation
+    mask:
+      roi: GTV_Mass_PET             # exact name, or a regular expression matching one ROI
+      method: null                  # instead of a mask column: a medlens.segment method
+    preprocess:
+      recipe: null                  # path to a preprocess recipe YAML, or the recipe itself
+    radiomics:
+      settings: null                # preset name, path to a settings YAML, or a mapping
+    model:
+      classifier: logistic          # logistic (L2) | random_forest
+      folds: 5
+      repeats: 5
+      n_features: 10                # kept by univariate selection inside each fold
+      clinical_from_dicom: [age, sex, bmi]
+      harmonise: false              # ComBat-style location/scale per batch, fitted inside folds
+      bootstrap: 1000
+      permutations: 100
+      calibration_bins: 5
+      seed: 0
+    execution:
+      workers: null                 # null: one per core; 1: synchronous, no Dask
+      memory_limit: 2GB             # per Dask worker
+      scheduler: null               # tcp://host:port of an existing Dask cluster
+    output:
+      dir: runs/sts                 # relative to the config file's folder
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medlens.core.errors import InputError
+
+__all__ = ["SCHEMA", "RunConfig", "load_config", "settings_hash", "validate_config"]
+
+# type spec: a tuple of allowed Python types; "choices" for enumerations; "schema" for sub-mappings.
+_STR = (str,)
+_OPT_STR = (str, type(None))
+_INT = (int,)
+_BOOL = (bool,)
+_LIST_STR = (list,)
+
+SCHEMA: dict[str, Any] = {
+    "name": {"types": _STR, "default": "run"},
+    "data_dir": {"types": _OPT_STR, "default": None},
+    "cohort": {
+        "required": True,
+        "schema": {
+            "csv": {"types": _STR, "required": True},
+            "id_column": {"types": _STR, "default": "patient_id"},
+            "image_column": {"types": _STR, "default": "image"},
+            "mask_column": {"types": _OPT_STR, "default": "mask"},
+            "outcome": {"types": _OPT_STR, "default": None},
+            "clinical": {"types": _LIST_STR, "default": []},
+            "time_column": {"types": _OPT_STR, "default": None},
+            "event_column": {"types": _OPT_STR, "default": None},
+            "batch_column": {"types": _OPT_STR, "default": None},
+        },
+    },
+    "mask": {
+        "schema": {
+            "roi": {"types": _OPT_STR, "default": None},
+            "method": {"types": _OPT_STR, "default": None},
+        }
+    },
+    "preprocess": {"schema": {"recipe": {"types": (str, dict, type(None)), "default": None}}},
+    "radiomics": {"schema": {"settings": {"types": (str, dict, type(None)), "default": None}}},
+    "model": {
+        "schema": {
+            "classifier": {"types": _STR, "choices": ("logistic", "random_forest"), "default": "logistic"},
+            "folds": {"types": _INT, "min": 2, "default": 5},
+            "repeats": {"types": _INT, "min": 1, "default": 5},
+            "n_features": {"types": _INT, "min": 1, "default": 10},
+            "clinical_from_dicom": {
+                "types": _LIST_STR,
+                "items": ("age", "sex", "bmi", "weight_kg", "height_m"),
+                "default": ["age", "sex", "bmi"],
+            },
+            "harmonise": {"types": _BOOL, "default": False},
+            "bootstrap": {"types": _INT, "min": 0, "default": 1000},
+            "permutations": {"types": _INT, "min": 0, "max": 1000, "default": 100},
+            "calibration_bins": {"types": _INT, "min": 2, "default": 5},
+            "seed": {"types": _INT, "default": 0},
+        }
+    },
+    "execution": {
+        "schema": {
+            "workers": {"types": (int, type(None)), "min": 1, "default": None},
+            "memory_limit": {"types": _STR, "default": "2GB"},
+            "scheduler": {"types": _OPT_STR, "default": None},
+        }
+    },
+    "output": {"schema": {"dir": {"types": _OPT_STR, "default": None}}},
+}
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {str: "string", int: "integer", bool: "true/false", list: "list", dict: "mapping", type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _validate(section: dict[str, Any], schema: dict[str, Any], where: str, source: str) -> dict[str, Any]:
+    if not isinstance(section, dict):
+        raise InputError(f"{source}: {where or 'the top level'} must be a mapping, got {type(section).__name__}")
+    unknown = sorted(set(section) - set(schema))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise InputError(
+            f"{source}: unknown key {key!r}; allowed keys{' in ' + where if where else ''}: {', '.join(schema)}"
+        )
+    out: dict[str, Any] = {}
+    for key, spec in schema.items():
+        path = f"{where}.{key}" if where else key
+        if key not in section:
+            if spec.get("required"):
+                raise InputError(f"{source}: missing required key {path!r}")
+            if "schema" in spec:
+                out[key] = _validate({}, spec["schema"], path, source)
+            else:
+                out[key] = copy.deepcopy(spec.get("default"))
+            continue
+        value = section[key]
+        if "schema" in spec:
+            out[key] = _validate(value if value is not None else {}, spec["schema"], path, source)
+            continue
+        types = spec["types"]
+        # bool is a subclass of int: refuse true/false where an integer is expected
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise InputError(
+                f"{source}: key {path!r} must be {_type_names(types)}, got {type(value).__name__} {value!r}"
+            )
+        if "choices" in spec and value not in spec["choices"]:
+            raise InputError(f"{source}: key {path!r} is {value!r}; allowed values: {', '.join(spec['choices'])}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            if "min" in spec and value < spec["min"]:
+                raise InputError(f"{source}: key {path!r} must be at least {spec['min']}, got {value}")
+            if "max" in spec and value > spec["max"]:
+                raise InputError(f"{source}: key {path!r} must be at most {spec['max']}, got {value}")
+        if isinstance(value, list):
+            for item in value:
+                if not isinstance(item, str):
+                    raise InputError(f"{source}: key {path!r} must be a list of strings, found {item!r}")
+                if "items" in spec and item not in spec["items"]:
+                    raise InputError(f"{source}: key {path!r} has {item!r}; allowed values: {', '.join(spec['items'])}")
+        out[key] = copy.deepcopy(value)
+    return out
+
+
+def validate_config(raw: Any, *, source: str = "config") -> dict[str, Any]:
+    """Validate a parsed configuration mapping and fill in the defaults.
+
+    Raises :class:`~medlens.core.errors.InputError` naming the key, the expected type or the
+    allowed values, and what was found.
+    """
+    cfg = _validate(raw if raw is not None else {}, SCHEMA, "", source)
+    c = cfg["cohort"]
+    if (c["time_column"] is None) != (c["event_column"] is None):
+        raise InputError(f"{source}: cohort.time_column and cohort.event_column must be given together")
+    if c["mask_column"] is None and cfg["mask"]["method"] is None:
+        raise InputError(f"{source}: give cohort.mask_column (a mask file per case) or mask.method (segmentation)")
+    if cfg["model"]["harmonise"] and c["batch_column"] is None:
+        raise InputError(f"{source}: model.harmonise is true but cohort.batch_column is not set")
+    return cfg
+
+
+@dataclass
+class RunConfig:
+    """A validated run configuration, with paths resolved."""
+
+    raw: dict[str, Any]
+    source: Path | None
+    data_dir: Path
+    out_dir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.raw["name"])
+
+    def section(self, name: str) -> dict[str, Any]:
+        return self.raw[name]
+
+    def settings_for_hash(self) -> dict[str, Any]:
+        """The parts of the configuration that change a case's features."""
+        return {
+            "mask": self.raw["mask"],
+            "preprocess": self.raw["preprocess"],
+            "radiomics": self.raw["radiomics"],
+        }
+
+
+def settings_hash(settings: Any) -> str:
+    """SHA-256 (hex, first 16 characters) of a JSON-able settings object, key order ignored."""
+    body = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    raw: dict[str, Any] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+) -> RunConfig:
+    """Read and validate a run configuration; command-line options override the file.
+
+    Relative ``data_dir`` and ``output.dir`` are resolved against the config file's folder;
+    ``--data`` (``data_dir``) against the current folder.
+    """
+    import yaml
+
+    if raw is None:
+        if path is None:
+            raise InputError("load_config needs a path or a raw mapping")
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{p}: configuration file not found")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise InputError(f"{p}: not valid YAML ({exc})") from exc
+        base = p.resolve().parent
+        source = str(p)
+    else:
+        base = Path.cwd()
+        source = "config"
+    cfg = validate_config(raw, source=source)
+    if workers is not None:
+        if workers < 1:
+            raise InputError(f"--workers must be at least 1, got {workers}")
+        cfg["execution"]["workers"] = workers
+    if scheduler is not None:
+        cfg["execution"]["scheduler"] = scheduler
+    if data_dir is not None:
+        ddir = Path(data_dir).resolve()
+    elif cfg["data_dir"] is not None:
+        ddir = (base / cfg["data_dir"]).resolve()
+    else:
+        ddir = base
+    if not ddir.is_dir():
+        raise InputError(f"data folder {ddir} does not exist (set data_dir in the config or pass --data)")
+    if out_dir is not None:
+        odir = Path(out_dir).resolve()
+    elif cfg["output"]["dir"] is not None:
+        odir = (base / cfg["output"]["dir"]).resolve()
+    else:
+        odir = (Path.cwd() / "runs" / cfg["name"]).resolve()
+    cfg["data_dir"] = str(ddir)
+    cfg["output"]["dir"] = str(odir)
+    return RunConfig(raw=cfg, source=Path(path) if path else None, data_dir=ddir, out_dir=odir)

@@ -1,0 +1,387 @@
+"""Radiomics + clinical models with honest validation.
+
+Every step that learns from data — optional harmonisation, imputation, scaling, univariate
+feature selection and the classifier — is one scikit-learn :class:`~sklearn.pipeline.Pipeline`
+refitted inside each fold of repeated stratified cross-validation, so nothing from a test fold
+reaches the model that predicts it. Reported:
+
+* ROC AUC of the out-of-fold probabilities (averaged over the repeats), with a percentile
+  bootstrap 95 % CI over cases, and the mean/SD of the per-repeat AUCs;
+* calibration (quantile bins) and the Brier score of the same out-of-fold probabilities;
+* a permutation-test p-value (the whole pipeline refitted on shuffled outcomes,
+  ``(1 + #{AUC_perm >= AUC}) / (1 + n_permutations)``);
+* feature importance of the model refitted on all cases (|coefficient| on standardised
+  features, or impurity importance) and how often each feature was selected across folds;
+* with time and event columns: Harrell's C-index of out-of-fold risks of an L2-penalised Cox
+  model (implemented here; no survival package needed).
+
+Harmonisation (``model.harmonise``) is ComBat-*style*: per batch, each feature's location and
+scale are matched to the pooled training data (no empirical-Bayes shrinkage), fitted inside folds.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
+
+from medlens.core.errors import InputError
+from medlens.pipeline.config import RunConfig
+
+__all__ = [
+    "BatchHarmoniser",
+    "RidgeCox",
+    "bootstrap_auc_ci",
+    "build_matrix",
+    "cross_validate_auc",
+    "fit_and_validate",
+    "harrell_c_index",
+    "make_pipeline",
+]
+
+_DIAGNOSTIC_PREFIXES = (
+    "img_dim_",
+    "vox_dim_",
+    "mean_int_",
+    "min_int_",
+    "max_int_",
+    "int_mask_",
+    "morph_mask_",
+    "diag_",
+)
+
+
+class BatchHarmoniser(TransformerMixin, BaseEstimator):
+    """Location/scale harmonisation per batch (ComBat-style, without empirical-Bayes shrinkage).
+
+    The batch label is the *last column* of ``X`` (so it travels through scikit-learn CV); it is
+    dropped on output. ``fit`` learns the pooled mean/SD of each feature and each batch's mean/SD;
+    ``transform`` maps ``x -> (x - mean_b) / sd_b * sd_pooled + mean_pooled``. A batch unseen
+    during fitting (or with fewer than 2 cases) is left unchanged. NaN is ignored and kept.
+    """
+
+    def fit(self, X: np.ndarray, y: Any = None) -> BatchHarmoniser:
+        X = np.asarray(X, dtype=np.float64)
+        feats, batch = X[:, :-1], X[:, -1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.mean_ = np.nanmean(feats, axis=0)
+            self.sd_ = np.nanstd(feats, axis=0)
+            self.batches_: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+            for b in np.unique(batch):
+                sel = feats[batch == b]
+                if len(sel) >= 2:
+                    self.batches_[float(b)] = (np.nanmean(sel, axis=0), np.nanstd(sel, axis=0))
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        feats, batch = X[:, :-1].copy(), X[:, -1]
+        for b, (m, s) in self.batches_.items():
+            rows = batch == b
+            ok = np.isfinite(s) & (s > 0) & np.isfinite(self.sd_)
+            feats[np.ix_(rows, ok)] = (feats[np.ix_(rows, ok)] - m[ok]) / s[ok] * self.sd_[ok] + self.mean_[ok]
+        return feats
+
+
+def _neg_partial_loglik(beta: np.ndarray, X: np.ndarray, time: np.ndarray, event: np.ndarray, alpha: float):  # type: ignore[no-untyped-def]
+    """Breslow negative log partial likelihood + (alpha/2)|beta|^2, and its gradient."""
+    order = np.argsort(-time, kind="stable")  # descending time: risk sets are prefixes
+    Xo, eo = X[order], event[order]
+    eta = Xo @ beta
+    m = eta.max() if eta.size else 0.0
+    w = np.exp(eta - m)
+    cw = np.cumsum(w)
+    cwx = np.cumsum(w[:, None] * Xo, axis=0)
+    log_risk = np.log(cw) + m
+    ll = float(np.sum(eo * (eta - log_risk)))
+    grad = -(eo[:, None] * (Xo - cwx / cw[:, None])).sum(axis=0)
+    return -ll + 0.5 * alpha * float(beta @ beta), grad + alpha * beta
+
+
+class RidgeCox(RegressorMixin, BaseEstimator):
+    """L2-penalised Cox proportional-hazards model (Breslow ties); ``y`` is ``(n, 2)``: time, event."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> RidgeCox:
+        from scipy.optimize import minimize
+
+        y = np.asarray(y, dtype=np.float64)
+        X = np.asarray(X, dtype=np.float64)
+        res = minimize(
+            _neg_partial_loglik,
+            np.zeros(X.shape[1]),
+            args=(X, y[:, 0], y[:, 1], self.alpha),
+            jac=True,
+            method="L-BFGS-B",
+        )
+        self.coef_ = res.x
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Risk score (linear predictor): higher means earlier events."""
+        return np.asarray(X, dtype=np.float64) @ self.coef_
+
+
+def harrell_c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
+    """Harrell's concordance index: P(higher risk for the earlier event) over comparable pairs.
+
+    A pair (i, j) is comparable when ``time[i] < time[j]`` and ``event[i] == 1``; ties in risk
+    count one half. Returns NaN without comparable pairs.
+    """
+    t, e, r = (np.asarray(a, dtype=np.float64) for a in (time, event, risk))
+    num = 0.0
+    den = 0
+    for i in range(len(t)):
+        if e[i] != 1:
+            continue
+        later = t > t[i]
+        den += int(later.sum())
+        num += float((r[i] > r[later]).sum()) + 0.5 * float((r[i] == r[later]).sum())
+    return num / den if den else float("nan")
+
+
+def build_matrix(results: list[dict[str, Any]], config: RunConfig) -> tuple[np.ndarray, list[str], list[str]]:
+    """Predictor matrix (cases x features), the column names and which of them are clinical.
+
+    Radiomics columns: every non-diagnostic feature tag present for all cases with at least one
+    finite value. Clinical: the CSV's clinical columns (numeric; ``M``/``F`` coded 1/0) and the
+    DICOM-header facts named in ``model.clinical_from_dicom``. With ``model.harmonise`` the
+    batch code is appended as the last column (consumed by :class:`BatchHarmoniser`).
+    """
+    tags = sorted(set.intersection(*(set(r["features"]) for r in results))) if results else []
+    tags = [t for t in tags if not t.startswith(_DIAGNOSTIC_PREFIXES)]
+    cols: list[list[float]] = []
+    names: list[str] = []
+    for t in tags:
+        v = [float(r["features"][t]) if r["features"][t] is not None else np.nan for r in results]
+        if np.isfinite(v).any():
+            cols.append(v)
+            names.append(t)
+
+    def code(v: Any) -> float:
+        if v is None:
+            return np.nan
+        if isinstance(v, str):
+            return {"M": 1.0, "F": 0.0, "MALE": 1.0, "FEMALE": 0.0}.get(v.strip().upper(), np.nan)
+        return float(v)
+
+    clinical: list[str] = []
+    for col in config.section("cohort")["clinical"]:
+        cols.append([code(r["case"]["clinical"].get(col)) for r in results])
+        names.append(f"clin_{col}")
+        clinical.append(names[-1])
+    for fact in config.section("model")["clinical_from_dicom"]:
+        v = [code((r.get("clinical_dicom") or {}).get(fact)) for r in results]
+        if np.isfinite(v).sum() >= 2:
+            cols.append(v)
+            names.append(f"clin_dicom_{fact}")
+            clinical.append(names[-1])
+    if not names:
+        raise InputError("no usable predictors: every feature is missing in the finished cases")
+    X = np.array(cols, dtype=np.float64).T
+    if config.section("model")["harmonise"]:
+        labels = sorted({str(r["case"]["batch"]) for r in results})
+        X = np.column_stack([X, [labels.index(str(r["case"]["batch"])) for r in results]])
+    return X, names, clinical
+
+
+def make_pipeline(model_cfg: dict[str, Any], n_features: int, *, survival: bool = False) -> Any:
+    """The scikit-learn Pipeline refitted inside every fold (harmonise, impute, scale, select, classify)."""
+    from sklearn.feature_selection import SelectKBest, VarianceThreshold, f_classif
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps: list[tuple[str, Any]] = []
+    if model_cfg["harmonise"]:
+        steps.append(("harmonise", BatchHarmoniser()))
+    steps += [
+        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+        ("drop_constant", VarianceThreshold(0.0)),
+        ("scale", StandardScaler()),
+    ]
+    if survival:
+        steps.append(("cox", RidgeCox(alpha=1.0)))
+        return Pipeline(steps)
+    steps.append(("select", SelectKBest(f_classif, k=min(model_cfg["n_features"], n_features))))
+    if model_cfg["classifier"] == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(C=1.0, max_iter=2000)
+    else:
+        from sklearn.ensemble import RandomForestClassifier
+
+        clf = RandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=model_cfg["seed"], n_jobs=1)
+    steps.append(("clf", clf))
+    return Pipeline(steps)
+
+
+def bootstrap_auc_ci(y: np.ndarray, p: np.ndarray, *, n_boot: int, seed: int) -> tuple[float, float]:
+    """Percentile 95 % CI of the ROC AUC, resampling cases with replacement (resamples with one class skipped)."""
+    from sklearn.metrics import roc_auc_score
+
+    if n_boot == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    aucs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        if y[idx].min() == y[idx].max():
+            continue
+        aucs.append(roc_auc_score(y[idx], p[idx]))
+    lo, hi = np.percentile(aucs, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def cross_validate_auc(X: np.ndarray, y: np.ndarray, model_cfg: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Repeated stratified CV of the whole pipeline: out-of-fold probabilities, AUCs, selection counts."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    folds, repeats, seed = model_cfg["folds"], model_cfg["repeats"], model_cfg["seed"]
+    n_feat = X.shape[1] - (1 if model_cfg["harmonise"] else 0)
+    cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    oof = np.full((repeats, len(y)), np.nan)
+    selected = np.zeros(n_feat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, (tr, te) in enumerate(cv.split(X, y)):
+            pipe = make_pipeline(model_cfg, n_feat).fit(X[tr], y[tr])
+            oof[i // folds, te] = pipe.predict_proba(X[te])[:, 1]
+            kept = pipe.named_steps["drop_constant"].get_support()
+            sel = np.zeros(n_feat, dtype=bool)
+            sel[np.flatnonzero(kept)[pipe.named_steps["select"].get_support()]] = True
+            selected += sel
+    per_repeat = [float(roc_auc_score(y, oof[r])) for r in range(repeats)]
+    return {
+        "oof": oof.mean(axis=0),
+        "auc_repeats": per_repeat,
+        "selection_frequency": dict(zip(names, (selected / (folds * repeats)).tolist())),
+    }
+
+
+def fit_and_validate(results: list[dict[str, Any]], config: RunConfig, out_dir: Path) -> dict[str, Any]:
+    """Cross-validate, compute the metrics, refit on all cases and save the model (joblib) with its settings."""
+    import joblib
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
+    from sklearn.model_selection import StratifiedKFold, permutation_test_score
+
+    import medlens
+    from medlens.core.atomic import atomic_path
+
+    cohort, mcfg = config.section("cohort"), config.section("model")
+    X, names, clinical = build_matrix(results, config)
+    n_feat = len(names)
+    metrics: dict[str, Any] = {
+        "n_cases": len(results),
+        "classifier": mcfg["classifier"],
+        "folds": mcfg["folds"],
+        "repeats": mcfg["repeats"],
+        "n_features_selected": min(mcfg["n_features"], n_feat),
+        "n_candidate_features": n_feat,
+        "clinical_predictors": clinical,
+        "harmonised": mcfg["harmonise"],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved: dict[str, Any] = {
+        "feature_names": names,
+        "model_settings": mcfg,
+        "config": config.raw,
+        "medlens_version": medlens.__version__,
+    }
+    ids = [r["case_id"] for r in results]
+    if cohort["outcome"] is not None:
+        y = np.array([r["case"]["outcome"] for r in results], dtype=int)
+        cvres = cross_validate_auc(X, y, mcfg, names)
+        p = cvres["oof"]
+        auc = float(roc_auc_score(y, p))
+        lo, hi = bootstrap_auc_ci(y, p, n_boot=mcfg["bootstrap"], seed=mcfg["seed"])
+        fpr, tpr, _ = roc_curve(y, p)
+        frac_pos, mean_pred = calibration_curve(y, p, n_bins=mcfg["calibration_bins"], strategy="quantile")
+        metrics.update(
+            n_positive=int(y.sum()),
+            auc=auc,
+            auc_ci95=[lo, hi],
+            auc_repeats_mean=float(np.mean(cvres["auc_repeats"])),
+            auc_repeats_sd=float(np.std(cvres["auc_repeats"])),
+            brier=float(brier_score_loss(y, p)),
+            roc={"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+            calibration={"mean_predicted": mean_pred.tolist(), "fraction_positive": frac_pos.tolist()},
+            oof={"case_id": ids, "y": y.tolist(), "p": p.tolist()},
+        )
+        if mcfg["permutations"] > 0:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                score, perm, pval = permutation_test_score(
+                    make_pipeline(mcfg, n_feat),
+                    X,
+                    y,
+                    scoring="roc_auc",
+                    n_permutations=mcfg["permutations"],
+                    cv=StratifiedKFold(mcfg["folds"], shuffle=True, random_state=mcfg["seed"]),
+                    random_state=mcfg["seed"],
+                    n_jobs=1,
+                )
+            metrics.update(
+                permutation_p=float(pval),
+                permutation_auc=float(score),
+                permutation_null_mean=float(np.mean(perm)),
+                n_permutations=mcfg["permutations"],
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            final = make_pipeline(mcfg, n_feat).fit(X, y)
+        kept = np.flatnonzero(final.named_steps["drop_constant"].get_support())
+        sel = kept[final.named_steps["select"].get_support()]
+        clf = final.named_steps["clf"]
+        weights = np.abs(clf.coef_[0]) if hasattr(clf, "coef_") else clf.feature_importances_
+        signs = np.sign(clf.coef_[0]) if hasattr(clf, "coef_") else np.zeros(len(sel))
+        metrics["importance"] = sorted(
+            (
+                {
+                    "feature": names[j],
+                    "importance": float(w),
+                    "sign": float(s),
+                    "selection_frequency": cvres["selection_frequency"][names[j]],
+                }
+                for j, w, s in zip(sel, weights, signs)
+            ),
+            key=lambda d: -d["importance"],
+        )
+        metrics["importance_kind"] = "|coefficient| (standardised)" if hasattr(clf, "coef_") else "impurity importance"
+        saved["pipeline"] = final
+    if cohort["time_column"] is not None:
+        metrics.update(_survival(results, X, mcfg, n_feat, saved))
+    with atomic_path(out_dir / "model.joblib") as tmp:
+        joblib.dump(saved, tmp)
+    return metrics
+
+
+def _survival(
+    results: list[dict[str, Any]], X: np.ndarray, mcfg: dict[str, Any], n_feat: int, saved: dict[str, Any]
+) -> dict[str, Any]:
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    t = np.array([r["case"]["time"] for r in results], dtype=np.float64)
+    e = np.array([r["case"]["event"] for r in results], dtype=np.float64)
+    if not np.isfinite(t).all() or not np.isfinite(e).all():
+        raise InputError("survival analysis needs a time and an event value for every finished case")
+    if e.sum() < mcfg["folds"]:
+        raise InputError(f"only {int(e.sum())} events: fewer than model.folds={mcfg['folds']}")
+    yy = np.column_stack([t, e])
+    cv = RepeatedStratifiedKFold(n_splits=mcfg["folds"], n_repeats=mcfg["repeats"], random_state=mcfg["seed"])
+    risk = np.zeros((mcfg["repeats"], len(t)))
+    for i, (tr, te) in enumerate(cv.split(X, e.astype(int))):
+        pipe = make_pipeline(mcfg, n_feat, survival=True).fit(X[tr], yy[tr])
+        risk[i // mcfg["folds"], te] = pipe.predict(X[te])
+    cs = [harrell_c_index(t, e, risk[r]) for r in range(mcfg["repeats"])]
+    saved["cox_pipeline"] = make_pipeline(mcfg, n_feat, survival=True).fit(X, yy)
+    return {"c_index": float(np.mean(cs)), "c_index_repeats_sd": float(np.std(cs)), "n_events": int(e.sum())}

@@ -1,0 +1,481 @@
+"""Cohort execution: one task per case (read -> preprocess -> mask -> features), on Dask.
+
+* ``workers=1`` runs the cases one after the other in this process (no Dask).
+* Otherwise a :class:`distributed.LocalCluster` (processes, one thread each, a memory limit
+  per worker) is started, or the run connects to ``scheduler="tcp://host:port"``.
+* A case that fails is recorded with its error and the run goes on.
+* Resumable: each finished case is written atomically to ``cases/<case>__<key>.json`` where
+  ``key`` is a content hash of the case's input files, its table values and the feature
+  settings. A re-run skips every case whose result file exists; a killed run loses nothing
+  that had finished. Failed cases are retried on the next run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medlens.core.atomic import atomic_path, atomic_write_text
+from medlens.core.errors import InputError, MedlensError
+from medlens.pipeline import _compat
+from medlens.pipeline.cases import Case, check_outcome, content_hash, load_cases, resolve_roi
+from medlens.pipeline.config import RunConfig, settings_hash
+
+__all__ = ["RunResult", "case_key", "execute_cases", "process_case", "run_pipeline"]
+
+#: Feature tags describing the processing, not the tumour: kept in the table, left out of models.
+DIAGNOSTIC_PREFIXES = ("img_dim_", "vox_dim_", "mean_int_", "min_int_", "max_int_", "int_mask_", "morph_mask_", "diag_")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def case_key(case: Case, feature_settings: dict[str, Any]) -> str:
+    """Content hash of the case's files and values plus the feature settings and MedLens version."""
+    import medlens
+
+    return content_hash(
+        [case.image, case.mask],
+        extra={
+            "case": case.to_dict() | {"image": None, "mask": None},
+            "settings": feature_settings,
+            "medlens": medlens.__version__,
+        },
+    )
+
+
+def _thumbnail(image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The slice with the largest mask area, cropped around the mask with a margin."""
+    if image.ndim == 2:
+        image, mask = image[None], mask[None]
+    areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
+    k = int(np.argmax(areas))
+    ys, xs = np.nonzero(mask[k])
+    if ys.size == 0:
+        return {"image": image[k].astype(np.float32), "mask": mask[k]}
+    m = max(8, int(0.75 * max(np.ptp(ys) + 1, np.ptp(xs) + 1)))
+    y0, y1 = max(0, ys.min() - m), min(mask.shape[1], ys.max() + m + 1)
+    x0, x1 = max(0, xs.min() - m), min(mask.shape[2], xs.max() + m + 1)
+    return {"image": image[k, y0:y1, x0:x1].astype(np.float32), "mask": mask[k, y0:y1, x0:x1]}
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024.0
+
+
+def process_case(case: dict[str, Any], settings: dict[str, Any], key: str, cases_dir: str, base_dir: str) -> dict:
+    """Run one case and write its result file; never raises (errors are recorded in the result).
+
+    Returns the result dictionary: ``status`` ("ok"/"error"), ``error``, ``features``,
+    ``lineage``, ``qa``, ``clinical_dicom``, ``timings_s`` (read, preprocess, mask, features),
+    ``fallbacks``, ``worker_pid``, ``peak_rss_mb``.
+    """
+    c = Case(**case)
+    started = _now()
+    timings: dict[str, float] = {}
+    fallbacks: list[str] = []
+    result: dict[str, Any] = {
+        "case_id": c.case_id,
+        "key": key,
+        "case": case,
+        "started_at": started,
+        "status": "error",
+        "error": None,
+        "features": {},
+        "lineage": {},
+        "qa": {},
+        "clinical_dicom": {},
+    }
+    import warnings
+
+    caught = warnings.catch_warnings(record=True)
+    seen = caught.__enter__()
+    warnings.simplefilter("always")
+    try:
+        t = time.perf_counter()
+        image, fb = _compat.read_image(c.image)
+        fallbacks += fb
+        facts = _compat.header_facts(c.image)
+        timings["read"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        image, fb = _compat.preprocess(image, settings["preprocess"]["recipe"], Path(base_dir))
+        fallbacks += fb
+        timings["preprocess"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        roi_name = None
+        if settings["mask"]["method"] is not None:
+            mask = _compat.segment(image, settings["mask"]["method"])
+            roi_name = settings["mask"]["method"]
+        else:
+            roi_pattern = settings["mask"]["roi"]
+            if roi_pattern is not None:
+                names = _compat.rtstruct_roi_names(c.mask) if c.mask else []
+                roi_name = resolve_roi(roi_pattern, names, source=str(c.mask)) if names else roi_pattern
+            mask, fb = _compat.read_mask(c.mask, image, roi_name)
+            fallbacks += fb
+        m = np.asarray(mask.array, dtype=bool)
+        if not m.any():
+            raise InputError(f"case {c.case_id}: the mask {roi_name or ''} is empty on the image grid")
+        timings["mask"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        rad = settings["radiomics"]["settings"]
+        if isinstance(rad, str) and rad.endswith((".yaml", ".yml")) and not Path(rad).is_absolute():
+            rad = str(Path(base_dir) / rad)
+        feats, fb = _compat.extract_features(image, mask, rad)
+        fallbacks += fb
+        timings["features"] = time.perf_counter() - t
+
+        sops = sorted(image.meta.sop_instance_uids)
+        import hashlib
+
+        result.update(
+            status="ok",
+            roi=roi_name or "",
+            features=feats,
+            clinical_dicom={k: facts.get(k) for k in ("age", "sex", "weight_kg", "height_m", "bmi")},
+            lineage={
+                "study_uid": image.meta.study_uid or facts.get("study_uid", ""),
+                "series_uid": image.meta.series_uid or facts.get("series_uid", ""),
+                "sop_uids_hash": hashlib.sha256("\\".join(sops).encode()).hexdigest()[:16] if sops else "",
+                "n_sop_instances": len(sops),
+                "modality": image.meta.modality or facts.get("modality", ""),
+                "units": image.meta.units,
+            },
+            qa={
+                "shape": list(image.shape),
+                "spacing_mm": [round(s, 4) for s in image.spacing],
+                "mask_voxels": int(m.sum()),
+                "mask_volume_ml": float(m.sum() * image.voxel_volume_mm3 / 1000.0),
+                "roi_min": float(np.asarray(image.array)[m].min()),
+                "roi_max": float(np.asarray(image.array)[m].max()),
+                "history": list(image.meta.history),
+            },
+        )
+        thumb = _thumbnail(np.asarray(image.array), m)
+        with atomic_path(Path(cases_dir) / f"{c.case_id}__{key}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **thumb)
+    except MedlensError as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a bug or an unexpected file: recorded, the run goes on
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc(limit=8)
+    finally:
+        caught.__exit__(None, None, None)
+    result["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in seen})
+    result.update(
+        finished_at=_now(),
+        timings_s=timings,
+        fallbacks=sorted(set(fallbacks)),
+        worker_pid=os.getpid(),
+        peak_rss_mb=_peak_rss_mb(),
+    )
+    _write_result(result, cases_dir)
+    return result
+
+
+def _result_path(cases_dir: str | Path, case_id: str, key: str, status: str) -> Path:
+    suffix = ".json" if status == "ok" else ".error.json"
+    return Path(cases_dir) / f"{case_id}__{key}{suffix}"
+
+
+def _write_result(result: dict[str, Any], cases_dir: str | Path) -> None:
+    path = _result_path(cases_dir, result["case_id"], result["key"], result["status"])
+    atomic_write_text(path, json.dumps(result, sort_keys=True, default=str))
+    if result["status"] == "ok":  # a retried case that now succeeds: drop its old error record
+        _result_path(cases_dir, result["case_id"], result["key"], "error").unlink(missing_ok=True)
+
+
+def _finished(cases_dir: Path, case_id: str, key: str) -> dict[str, Any] | None:
+    p = _result_path(cases_dir, case_id, key, "ok")
+    if p.exists():
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:  # cannot happen with atomic writes, but never trust a file blindly
+            return None
+    return None
+
+
+@dataclass
+class ExecutionSummary:
+    results: list[dict[str, Any]]
+    n_skipped: int
+    n_computed: int
+    n_failed: int
+    wall_s: float
+    mode: str
+
+
+def execute_cases(
+    cases: list[Case],
+    config: RunConfig,
+    *,
+    progress: bool = True,
+) -> ExecutionSummary:
+    """Run every unfinished case of ``cases`` and return all results (finished ones included)."""
+    settings = config.settings_for_hash()
+    cases_dir = config.out_dir / "cases"
+    cases_dir.mkdir(parents=True, exist_ok=True)
+    base_dir = str(config.source.resolve().parent) if config.source else str(Path.cwd())
+    keyed = [(cs, case_key(cs, settings)) for cs in cases]
+    done: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[Case, str]] = []
+    for cs, key in keyed:
+        res = _finished(cases_dir, cs.case_id, key)
+        if res is not None:
+            done[cs.case_id] = res
+        else:
+            todo.append((cs, key))
+    n_skipped = len(done)
+    ex = config.section("execution")
+    workers = ex["workers"] or os.cpu_count() or 1
+    t0 = time.perf_counter()
+    mode = "synchronous" if (workers == 1 and not ex["scheduler"]) else ("scheduler" if ex["scheduler"] else "local")
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("[bold]cases"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=Console(stderr=True),
+        disable=not progress,
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task("", total=len(todo))
+        if not todo:
+            pass
+        elif mode == "synchronous":
+            for cs, key in todo:
+                res = process_case(cs.to_dict(), settings, key, str(cases_dir), base_dir)
+                done[cs.case_id] = res
+                bar.update(task, advance=1, description=f"{cs.case_id} {res['status']}")
+        else:
+            for cs, res in _run_dask(todo, settings, cases_dir, base_dir, workers, ex):
+                done[cs.case_id] = res
+                bar.update(task, advance=1, description=f"{cs.case_id} {res['status']}")
+    results = [done[cs.case_id] for cs in cases if cs.case_id in done]
+    n_failed = sum(r["status"] != "ok" for r in results)
+    return ExecutionSummary(results, n_skipped, len(todo), n_failed, time.perf_counter() - t0, mode)
+
+
+def _run_dask(todo, settings, cases_dir, base_dir, workers, ex):  # type: ignore[no-untyped-def]
+    """Yield (case, result) as Dask tasks complete (a lost worker is recorded as the case's error)."""
+    import logging
+
+    from distributed import Client, LocalCluster, as_completed
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    cluster = None
+    if ex["scheduler"]:
+        client = Client(ex["scheduler"], timeout="20s")
+    else:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=ex["memory_limit"],
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+    try:
+        futures = {}
+        for cs, key in todo:
+            fut = client.submit(
+                process_case,
+                cs.to_dict(),
+                settings,
+                key,
+                str(cases_dir),
+                base_dir,
+                key=f"medlens-case-{key}",
+                pure=False,
+            )
+            futures[fut] = (cs, key)
+        for fut in as_completed(list(futures)):
+            cs, key = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as exc:  # the worker died (memory limit, crash): record it, go on
+                res = {
+                    "case_id": cs.case_id,
+                    "key": key,
+                    "case": cs.to_dict(),
+                    "status": "error",
+                    "error": f"{type(exc).__name__}: {exc} (the Dask worker failed; memory limit {ex['memory_limit']})",
+                    "features": {},
+                    "lineage": {},
+                    "qa": {},
+                    "clinical_dicom": {},
+                    "timings_s": {},
+                    "fallbacks": [],
+                    "started_at": _now(),
+                    "finished_at": _now(),
+                }
+                _write_result(res, cases_dir)
+            if not _result_path(cases_dir, cs.case_id, key, res["status"]).exists():
+                _write_result(res, cases_dir)  # a remote worker without our filesystem
+            yield cs, res
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_pipeline` produced."""
+
+    out_dir: Path
+    run_id: str
+    n_cases: int
+    n_ok: int
+    n_failed: int
+    n_skipped: int
+    features_path: Path
+    report_path: Path | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fallbacks: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunResult:
+    """Run a whole cohort: cases -> feature store -> model with cross-validation -> HTML report."""
+    import medlens
+    from medlens.pipeline import store
+
+    t0 = time.perf_counter()
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    cases = load_cases(config)
+    cohort = config.section("cohort")
+    model_cfg = config.section("model")
+    check_outcome(cases, outcome=cohort["outcome"], folds=model_cfg["folds"])
+    _check_roi_first_case(cases, config)
+
+    s_hash = settings_hash(config.settings_for_hash())
+    run_id = f"{config.name}-{s_hash}"
+    audit, audit_fb = _compat.audit_log(out / "audit.jsonl")
+    import yaml
+
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config.raw, sort_keys=False))
+    audit.append(
+        action="run.start",
+        inputs={
+            "config": str(config.source) if config.source else None,
+            "n_cases": len(cases),
+            "data_dir": str(config.data_dir),
+        },
+        outputs={"run_dir": str(out)},
+        details={
+            "run_id": run_id,
+            "settings_hash": s_hash,
+            "medlens_version": medlens.__version__,
+            "workers": config.section("execution")["workers"],
+            "scheduler": config.section("execution")["scheduler"],
+        },
+    )
+    summary = execute_cases(cases, config, progress=progress)
+    audit.append(
+        action="run.cases",
+        inputs={"n_cases": len(cases)},
+        outputs={"cases_dir": str(out / "cases")},
+        details={
+            "computed": summary.n_computed,
+            "skipped_finished": summary.n_skipped,
+            "failed": summary.n_failed,
+            "mode": summary.mode,
+            "wall_s": round(summary.wall_s, 2),
+            "failed_cases": {r["case_id"]: r["error"] for r in summary.results if r["status"] != "ok"},
+        },
+    )
+    fallbacks = sorted({f for r in summary.results for f in r.get("fallbacks", [])} | set(audit_fb))
+    features_path = store.write_features(summary.results, out, run_id=run_id, settings_hash=s_hash)
+    audit.append(
+        action="features.write",
+        inputs={"cases": len(summary.results)},
+        outputs={"parquet": str(features_path)},
+        details={"run_id": run_id},
+    )
+    metrics: dict[str, Any] = {}
+    ok = [r for r in summary.results if r["status"] == "ok"]
+    if cohort["outcome"] is not None or cohort["time_column"] is not None:
+        from medlens.pipeline import model as model_mod
+
+        try:
+            if cohort["outcome"] is not None:
+                check_outcome([Case(**r["case"]) for r in ok], outcome=cohort["outcome"], folds=model_cfg["folds"])
+            metrics = model_mod.fit_and_validate(ok, config, out / "model")
+            audit.append(
+                action="model.validate",
+                inputs={"cases": len(ok)},
+                outputs={"model": str(out / "model" / "model.joblib")},
+                details={k: metrics.get(k) for k in ("auc", "auc_ci95", "permutation_p", "c_index")},
+            )
+        except InputError as exc:
+            metrics = {"error": str(exc)}
+            audit.append(action="model.skipped", inputs={"cases": len(ok)}, outputs=None, details={"reason": str(exc)})
+    run_info = {
+        "run_id": run_id,
+        "name": config.name,
+        "settings_hash": s_hash,
+        "medlens_version": medlens.__version__,
+        "n_cases": len(cases),
+        "n_ok": len(ok),
+        "n_failed": summary.n_failed,
+        "n_skipped": summary.n_skipped,
+        "n_computed": summary.n_computed,
+        "mode": summary.mode,
+        "cases_wall_s": summary.wall_s,
+        "fallbacks": fallbacks,
+        "finished_at": _now(),
+    }
+    atomic_write_text(out / "run.json", json.dumps(run_info, indent=2, default=str))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    from medlens.pipeline import report
+
+    report_path = report.write_report(out, config=config, results=summary.results, metrics=metrics, run_info=run_info)
+    audit.append(
+        action="report.write", inputs={"run_dir": str(out)}, outputs={"report": str(report_path)}, details=None
+    )
+    return RunResult(
+        out_dir=out,
+        run_id=run_id,
+        n_cases=len(cases),
+        n_ok=len(ok),
+        n_failed=summary.n_failed,
+        n_skipped=summary.n_skipped,
+        features_path=features_path,
+        report_path=report_path,
+        metrics=metrics,
+        fallbacks=fallbacks,
+        wall_s=time.perf_counter() - t0,
+    )
+
+
+def _check_roi_first_case(cases: list[Case], config: RunConfig) -> None:
+    """Fail before the run if mask.roi matches no ROI of the first case's RTSTRUCT (lists the available ones)."""
+    pattern = config.section("mask")["roi"]
+    if pattern is None or config.section("mask")["method"] is not None or not cases[0].mask:
+        return
+    names = _compat.rtstruct_roi_names(cases[0].mask)
+    if names:
+        resolve_roi(pattern, names, source=f"case {cases[0].case_id} ({cases[0].mask})")

@@ -1,0 +1,127 @@
+"""The feature store: Parquet, partitioned by run, one row per case/ROI, queried with DuckDB.
+
+Layout: ``<run dir>/features/run_id=<name>-<settings hash>/features.parquet``. The partition is
+named after the settings, so re-running (or resuming) the same configuration rewrites the same
+partition and a table never holds two rows for one case; other settings get their own partition.
+
+Columns: ``case_id``, ``roi``, ``status`` (``ok``/``error``), ``error``, the outcome columns
+(``outcome``, ``time``, ``event``, ``batch``), clinical predictors (``clin_*``: the CSV's
+clinical columns and age/sex/BMI read from the DICOM headers), lineage (``study_uid``,
+``series_uid``, ``sop_uids_hash``, ``n_sop_instances``, ``modality``, ``units``, ``input_hash``,
+``settings_hash``, ``medlens_version``, ``started_at``, ``finished_at``, ``run_id``) and one
+column per IBSI feature tag.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from medlens.core.atomic import atomic_path
+from medlens.core.errors import InputError
+
+__all__ = ["LINEAGE_COLUMNS", "feature_columns", "query", "read_features", "write_features"]
+
+LINEAGE_COLUMNS = (
+    "study_uid",
+    "series_uid",
+    "sop_uids_hash",
+    "n_sop_instances",
+    "modality",
+    "units",
+    "input_hash",
+    "settings_hash",
+    "medlens_version",
+    "started_at",
+    "finished_at",
+    "run_id",
+)
+_BASE_COLUMNS = ("case_id", "roi", "status", "error", "outcome", "time", "event", "batch")
+
+
+def results_frame(results: list[dict[str, Any]], *, run_id: str, settings_hash: str) -> Any:
+    """A pandas DataFrame with one row per case result (see the module docstring for the columns)."""
+    import pandas as pd
+
+    import medlens
+
+    rows = []
+    for r in results:
+        case = r.get("case", {})
+        row: dict[str, Any] = {
+            "case_id": r["case_id"],
+            "roi": r.get("roi", ""),
+            "status": r["status"],
+            "error": r.get("error") or "",
+            "outcome": case.get("outcome"),
+            "time": case.get("time"),
+            "event": case.get("event"),
+            "batch": case.get("batch"),
+        }
+        for k, v in (case.get("clinical") or {}).items():
+            row[f"clin_{k}"] = v
+        for k, v in (r.get("clinical_dicom") or {}).items():
+            row[f"clin_dicom_{k}"] = v
+        lin = r.get("lineage") or {}
+        for k in LINEAGE_COLUMNS:
+            row[k] = lin.get(k)
+        row.update(
+            input_hash=r["key"],
+            settings_hash=settings_hash,
+            medlens_version=medlens.__version__,
+            started_at=r.get("started_at"),
+            finished_at=r.get("finished_at"),
+            run_id=run_id,
+        )
+        for k, v in (r.get("features") or {}).items():
+            row[k] = float(v) if v is not None else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def feature_columns(df: Any) -> list[str]:
+    """Names of the feature columns (IBSI tags) of a feature table."""
+    fixed = set(_BASE_COLUMNS) | set(LINEAGE_COLUMNS)
+    return [c for c in df.columns if c not in fixed and not c.startswith("clin_")]
+
+
+def write_features(
+    results: list[dict[str, Any]], run_dir: str | os.PathLike[str], *, run_id: str, settings_hash: str
+) -> Path:
+    """Write the run's partition atomically; returns the Parquet file path."""
+    df = results_frame(results, run_id=run_id, settings_hash=settings_hash)
+    target = Path(run_dir) / "features" / f"run_id={run_id}" / "features.parquet"
+    with atomic_path(target, suffix=".parquet") as tmp:
+        df.drop(columns=["run_id"]).to_parquet(tmp, index=False)
+    return target
+
+
+def _glob(store: str | os.PathLike[str]) -> str:
+    p = Path(store)
+    if (p / "features").is_dir():
+        p = p / "features"
+    if not p.is_dir() or not any(p.rglob("*.parquet")):
+        raise InputError(f"{store}: no feature store here (expected a run folder or its features/ folder of Parquet)")
+    return str(p / "**" / "*.parquet")
+
+
+def read_features(store: str | os.PathLike[str]) -> Any:
+    """All rows of a feature store (every run partition) as a pandas DataFrame."""
+    return query("SELECT * FROM features", store)
+
+
+def query(sql: str, store: str | os.PathLike[str]) -> Any:
+    """Run a DuckDB SQL query over the store, exposed as the view ``features``; returns a DataFrame."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        pattern = _glob(store).replace("'", "''")
+        con.execute(f"CREATE VIEW features AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true)")
+        try:
+            return con.execute(sql).df()
+        except duckdb.Error as exc:
+            raise InputError(f"query failed: {exc}".splitlines()[0] + " (the table is called 'features')") from exc
+    finally:
+        con.close()
