@@ -21,7 +21,7 @@ import numpy as np
 from medlens.core.errors import InputError
 from medlens.core.image import Image, Units
 
-__all__ = ["resample", "resample_mask", "resample_to_reference", "ibsi_grid"]
+__all__ = ["ibsi_grid", "resample", "resample_mask", "resample_to_reference"]
 
 Order = Literal["linear", "bspline", "cubic", "nearest"]
 _ORDERS = {"nearest": 0, "linear": 1, "cubic": 3, "bspline": 3}

@@ -13,7 +13,7 @@ from typing import Any
 from medlens.radiomics.extract import extract
 from medlens.radiomics.settings import RadiomicsSettings, TextureSettings, load_preset, load_settings
 
-__all__ = ["extract", "RadiomicsSettings", "TextureSettings", "load_preset", "load_settings"]
+__all__ = ["RadiomicsSettings", "TextureSettings", "extract", "load_preset", "load_settings"]
 
 _LAZY: dict[str, str] = {}
 

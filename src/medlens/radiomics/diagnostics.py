@@ -15,7 +15,7 @@ import numpy as np
 
 from medlens.core.errors import MedlensWarning
 
-__all__ = ["RadiomicsWarning", "warn_feature", "image_diagnostics", "roi_diagnostics"]
+__all__ = ["RadiomicsWarning", "image_diagnostics", "roi_diagnostics", "warn_feature"]
 
 _AX = {"x": 2, "y": 1, "z": 0}
 

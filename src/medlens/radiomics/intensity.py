@@ -13,7 +13,7 @@ import numpy as np
 
 from medlens.radiomics.settings import IVHSettings, ResegmentationSettings
 
-__all__ = ["statistics_features", "histogram_features", "ivh_features", "STAT_TAGS", "IH_TAGS", "IVH_TAGS"]
+__all__ = ["IH_TAGS", "IVH_TAGS", "STAT_TAGS", "histogram_features", "ivh_features", "statistics_features"]
 
 STAT_TAGS = (
     "stat_mean stat_var stat_skew stat_kurt stat_median stat_min stat_p10 stat_p90 stat_max stat_iqr stat_range "
@@ -137,7 +137,7 @@ def ivh_features(values: np.ndarray, settings: IVHSettings, resegmentation: Rese
         else:
             xd = np.ones_like(x)
         g_lo, g_hi, w = 1.0, float(n), 1.0
-    n_steps = int(round((g_hi - g_lo) / w))
+    n_steps = round((g_hi - g_lo) / w)
     grid = g_lo + w * np.arange(n_steps + 1)
     srt = np.sort(xd)
     # fraction of voxels with intensity >= i (tolerance guards bin centres computed in floating point)

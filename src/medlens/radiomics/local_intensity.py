@@ -17,7 +17,7 @@ __all__ = ["local_intensity_features", "spherical_kernel"]
 
 def spherical_kernel(spacing_mm: tuple[float, ...], radius_mm: float) -> np.ndarray:
     """Boolean kernel of voxel offsets whose centre distance is ``<= radius_mm``."""
-    half = [int(math.floor(radius_mm / s)) for s in spacing_mm]
+    half = [math.floor(radius_mm / s) for s in spacing_mm]
     axes = [np.arange(-h, h + 1) * s for h, s in zip(half, spacing_mm)]
     zz, yy, xx = np.meshgrid(*axes, indexing="ij")
     return (zz**2 + yy**2 + xx**2) <= radius_mm**2 + 1e-9

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-__all__ = ["morphology_features", "MORPH_TAGS", "moran_geary"]
+__all__ = ["MORPH_TAGS", "moran_geary", "morphology_features"]
 
 MORPH_TAGS = (
     "morph_volume morph_vol_approx morph_area_mesh morph_av morph_comp_1 morph_comp_2 morph_sph_dispr "

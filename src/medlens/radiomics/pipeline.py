@@ -19,7 +19,7 @@ from medlens.core.image import Image
 from medlens.radiomics.diagnostics import RadiomicsWarning, image_diagnostics, roi_diagnostics
 from medlens.radiomics.settings import DiscretisationSettings, RadiomicsSettings, ResegmentationSettings
 
-__all__ = ["ProcessedROI", "process", "discretise", "resegment"]
+__all__ = ["ProcessedROI", "discretise", "process", "resegment"]
 
 
 @dataclass

@@ -17,16 +17,16 @@ from typing import Any
 from medlens.core.errors import InputError
 
 __all__ = [
-    "InterpolationSettings",
-    "ResegmentationSettings",
     "DiscretisationSettings",
     "IVHSettings",
-    "TextureSettings",
+    "InterpolationSettings",
     "RadiomicsSettings",
-    "load_settings",
-    "save_settings",
-    "preset_names",
+    "ResegmentationSettings",
+    "TextureSettings",
     "load_preset",
+    "load_settings",
+    "preset_names",
+    "save_settings",
 ]
 
 TEXTURE_FAMILIES = ("glcm", "glrlm", "glszm", "gldzm", "ngtdm", "ngldm")

@@ -1,0 +1,256 @@
+"""Radiomics bad inputs, settings files, hand-checked feature values and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medlens import Image
+from medlens.core.errors import InputError
+from medlens.radiomics import RadiomicsSettings, extract, load_preset, load_settings
+from medlens.radiomics.diagnostics import RadiomicsWarning
+from medlens.radiomics.intensity import histogram_features, ivh_features, statistics_features
+from medlens.radiomics.morphology import moran_geary, morphology_features
+from medlens.radiomics.settings import (
+    DiscretisationSettings,
+    IVHSettings,
+    ResegmentationSettings,
+    TextureSettings,
+    save_settings,
+)
+
+NO_TEXTURE = RadiomicsSettings(texture=TextureSettings(families=()))
+
+
+def _pair(mask_arr: np.ndarray, img_arr: np.ndarray | None = None, spacing=(2.0, 1.0, 1.0)) -> tuple[Image, Image]:
+    rng = np.random.default_rng(1)
+    if img_arr is None:
+        img_arr = rng.normal(100.0, 20.0, size=mask_arr.shape)
+    return Image.from_array(img_arr, spacing=spacing), Image.from_array(mask_arr, spacing=spacing)
+
+
+def _ball(shape=(12, 20, 20), r=5.0) -> np.ndarray:
+    z, y, x = np.indices(shape)
+    c = (np.asarray(shape) - 1) / 2
+    return ((2 * (z - c[0])) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2) <= r**2
+
+
+# ---- bad inputs: defined behaviour, NaN with a named reason -----------------------------------
+
+
+def test_empty_mask_gives_nan_with_reason() -> None:
+    img, msk = _pair(np.zeros((6, 8, 8), bool))
+    with pytest.warns(RadiomicsWarning, match=r"radiomics morph: the mask is empty"):
+        f = extract(img, msk, NO_TEXTURE)
+    assert math.isnan(f["morph_volume"]) and math.isnan(f["stat_mean"]) and math.isnan(f["ivh_v10"])
+    assert f["int_mask_vox_count_init_roi"] == 0
+
+
+def test_one_voxel_mask() -> None:
+    m = np.zeros((6, 8, 8), bool)
+    m[3, 4, 4] = True
+    img, msk = _pair(m)
+    with pytest.warns(RadiomicsWarning, match="single voxel"):
+        f = extract(img, msk, NO_TEXTURE)
+    assert f["morph_vol_approx"] == pytest.approx(2.0)
+    assert f["morph_volume"] > 0
+    assert math.isnan(f["morph_moran_i"]) and math.isnan(f["morph_pca_elongation"])
+    assert f["stat_mean"] == pytest.approx(float(img.array[3, 4, 4]))
+    assert f["stat_var"] == 0.0
+
+
+def test_mask_outside_the_image_is_empty_after_resampling() -> None:
+    img = Image.from_array(np.zeros((6, 8, 8)), spacing=(1.0, 1.0, 1.0))
+    msk = Image.from_array(np.ones((4, 4, 4), bool), spacing=(1.0, 1.0, 1.0), origin=(500.0, 500.0, 500.0))
+    with pytest.warns(RadiomicsWarning) as rec:
+        f = extract(img, msk, NO_TEXTURE)
+    msgs = " | ".join(str(r.message) for r in rec)
+    assert "differs from the image grid" in msgs and "the mask is empty" in msgs
+    assert math.isnan(f["stat_mean"])
+
+
+def test_constant_roi() -> None:
+    m = _ball()
+    img, msk = _pair(m, np.full(m.shape, 7.0))
+    with pytest.warns(RadiomicsWarning, match="constant"):
+        f = extract(img, msk, NO_TEXTURE)
+    assert f["stat_var"] == 0.0 and f["stat_skew"] == 0.0
+    assert f["ih_entropy"] == 0.0
+    assert math.isnan(f["morph_moran_i"]) and math.isnan(f["morph_geary_c"])
+    assert f["loc_peak_glob"] == pytest.approx(7.0)
+
+
+def test_nan_in_image_is_left_out_of_the_intensity_mask() -> None:
+    m = _ball()
+    arr = np.full(m.shape, 5.0)
+    arr[m] = np.arange(int(m.sum()), dtype=float)
+    idx = tuple(a[0] for a in np.nonzero(m))
+    arr[idx] = np.nan
+    img, msk = _pair(m, arr)
+    with pytest.warns(RadiomicsWarning, match="non-finite"):
+        f = extract(img, msk, NO_TEXTURE)
+    assert f["int_mask_vox_count_init_roi"] == m.sum() - 1
+    assert f["morph_mask_vox_count_init_roi"] == m.sum()
+    assert np.isfinite(f["stat_mean"]) and f["stat_min"] == 1.0
+
+
+def test_one_bin_discretisation() -> None:
+    m = _ball()
+    img, msk = _pair(m)
+    s = RadiomicsSettings(
+        discretisation=DiscretisationSettings(method="FBN", n_bins=1), texture=TextureSettings(families=())
+    )
+    with pytest.warns(RadiomicsWarning, match="one grey level"):
+        f = extract(img, msk, s)
+    assert f["ih_mean"] == 1.0 and f["ih_entropy"] == 0.0 and f["ih_uniformity"] == 1.0
+
+
+def test_non_boolean_mask_and_2d_image_are_rejected() -> None:
+    img = Image.from_array(np.zeros((4, 4, 4)))
+    with pytest.raises(InputError, match="mask must be boolean"):
+        extract(img, Image.from_array(np.ones((4, 4, 4), np.uint8)), NO_TEXTURE)
+    with pytest.raises(InputError, match="needs a 3D image"):
+        extract(Image.from_array(np.zeros((4, 4))), Image.from_array(np.ones((4, 4), bool)), NO_TEXTURE)
+    with pytest.raises(InputError, match=r"medlens.Image"):
+        extract(np.zeros((4, 4, 4)), img, NO_TEXTURE)  # type: ignore[arg-type]
+
+
+def test_discretisation_none_needs_integer_levels() -> None:
+    m = _ball()
+    img, msk = _pair(m)
+    s = RadiomicsSettings(discretisation=DiscretisationSettings(method="none"), texture=TextureSettings(families=()))
+    with pytest.raises(InputError, match="integer intensities >= 1"):
+        extract(img, msk, s)
+
+
+# ---- settings ---------------------------------------------------------------------------------
+
+
+def test_settings_unknown_keys_are_named(tmp_path: Path) -> None:
+    p = tmp_path / "s.yaml"
+    p.write_text("discretisation: {method: FBS, bin_widht: 25}\n")
+    with pytest.raises(InputError, match=r"unknown key 'bin_widht'; allowed keys: method, n_bins, bin_width"):
+        load_settings(p)
+    p.write_text("interpolaton: {}\n")
+    with pytest.raises(InputError, match=r"unknown key 'interpolaton'.*interpolation"):
+        load_settings(p)
+    with pytest.raises(InputError, match="unknown preset"):
+        load_preset("ibsi-z")
+    with pytest.raises(InputError, match="FBN, FBS or none"):
+        DiscretisationSettings(method="equal")
+
+
+def test_settings_round_trip_and_hash(tmp_path: Path) -> None:
+    s = load_preset("ibsi-e")
+    p = tmp_path / "e.yaml"
+    save_settings(s, p)
+    back = load_settings(p)
+    assert back == s and back.settings_hash() == s.settings_hash()
+    assert load_preset("ibsi-c").settings_hash() != s.settings_hash()
+
+
+# ---- hand-checked values -----------------------------------------------------------------------
+
+
+def test_statistics_by_hand() -> None:
+    x = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    f = statistics_features(x)
+    assert f["stat_mean"] == 4.0
+    assert f["stat_var"] == pytest.approx(np.mean((x - 4.0) ** 2))
+    assert f["stat_energy"] == 1 + 4 + 9 + 16 + 100
+    assert f["stat_medad"] == pytest.approx((2 + 1 + 0 + 1 + 7) / 5)
+    assert f["stat_range"] == 9.0
+
+
+def test_histogram_mode_tie_goes_to_bin_closest_to_mean() -> None:
+    lev = np.array([1, 1, 4, 4, 3])  # mean 2.6: bins 1 and 4 tie at 2 counts; 4 is closer
+    f = histogram_features(lev, 4)
+    assert f["ih_mode"] == 4.0
+    # histogram (2, 0, 1, 2): gradients (-2, -0.5, 1, 1) -> max at level 3 (first), min at 1
+    assert f["ih_max_grad"] == 1.0 and f["ih_max_grad_g"] == 3.0
+    assert f["ih_min_grad"] == -2.0 and f["ih_min_grad_g"] == 1.0
+
+
+def test_ivh_matches_the_ibsi_digital_phantom_table() -> None:
+    # 74 voxels with the volume fractions of the IBSI example table (levels 2 and 5 absent)
+    x = np.array([1] * 50 + [3] * 1 + [4] * 16 + [6] * 7, dtype=float)
+    f = ivh_features(x, IVHSettings(method="none"), ResegmentationSettings())
+    assert f["ivh_v10"] == pytest.approx(24 / 74)
+    assert f["ivh_v90"] == pytest.approx(7 / 74)
+    assert f["ivh_i10"] == 5.0 and f["ivh_i90"] == 2.0
+
+
+def test_moran_geary_match_the_pairwise_definition() -> None:
+    rng = np.random.default_rng(3)
+    m = rng.random((4, 5, 6)) > 0.4
+    v = rng.normal(size=m.shape)
+    sp = (2.0, 1.0, 0.5)
+    mi, gc = moran_geary(v, m, sp)
+    pos = np.argwhere(m) * np.asarray(sp)
+    x = v[m]
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=2)
+    w = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), 0.0)
+    y = x - x.mean()
+    n = x.size
+    mi_ref = n / w.sum() * (w * np.outer(y, y)).sum() / (y**2).sum()
+    gc_ref = (n - 1) * (w * (x[:, None] - x[None]) ** 2).sum() / (2 * w.sum() * (y**2).sum())
+    assert mi == pytest.approx(mi_ref, rel=1e-9) and gc == pytest.approx(gc_ref, rel=1e-9)
+
+
+def test_sphere_morphology() -> None:
+    z, y, x = np.indices((41, 41, 41))
+    m = ((z - 20) ** 2 + (y - 20) ** 2 + (x - 20) ** 2) <= 15**2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = morphology_features(np.ones(m.shape), m, m, (1.0, 1.0, 1.0))
+    true_v = 4 / 3 * math.pi * 15**3
+    assert f["morph_volume"] == pytest.approx(true_v, rel=0.02)
+    assert f["morph_sphericity"] == pytest.approx(1.0, abs=0.1)
+    assert f["morph_diam"] == pytest.approx(30.0, abs=1.5)
+    assert f["morph_pca_elongation"] == pytest.approx(1.0, abs=0.02)
+    # IBSI's ellipsoid has semi-axes 2 sqrt(lambda); a solid ball has lambda = r^2 / 5, so the
+    # density is (sqrt(5) / 2)^3 = 1.398
+    assert f["morph_vol_dens_aee"] == pytest.approx((5**0.5 / 2) ** 3, rel=0.03)
+    assert f["morph_vol_dens_mvee"] == pytest.approx(1.0, abs=0.1)
+    assert f["morph_com"] == pytest.approx(0.0, abs=1e-9)
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+
+
+def test_cli_features_and_batch(tmp_path: Path, digital_phantom_dir: Path, capsys) -> None:
+    from medlens.cli import main
+
+    img = digital_phantom_dir / "nifti" / "image" / "phantom.nii.gz"
+    msk = digital_phantom_dir / "nifti" / "mask" / "mask.nii.gz"
+    out = tmp_path / "f.csv"
+    code = main(["features", str(img), str(msk), "--preset", "ibsi-dig", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1 and float(rows[0]["morph_volume"]) == pytest.approx(556, abs=4)
+    assert rows[0]["settings_hash"] == load_preset("ibsi-dig").settings_hash()
+
+    cases = tmp_path / "cases.csv"
+    cases.write_text(f"case_id,image,mask\np1,{img},{msk}\np2,{img},{msk}\n")
+    table = tmp_path / "t.csv"
+    assert main(["features-batch", str(cases), "--preset", "ibsi-dig", "--out", str(table)]) == 0
+    rows = list(csv.DictReader(table.open()))
+    assert [r["case_id"] for r in rows] == ["p1", "p2"] and rows[0]["stat_mean"] == rows[1]["stat_mean"]
+
+
+def test_cli_bad_preset_and_cases(tmp_path: Path, digital_phantom_dir: Path, capsys) -> None:
+    from medlens.cli import main
+
+    img = digital_phantom_dir / "nifti" / "image" / "phantom.nii.gz"
+    msk = digital_phantom_dir / "nifti" / "mask" / "mask.nii.gz"
+    assert main(["features", str(img), str(msk), "--preset", "nope", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    cases = tmp_path / "c.csv"
+    cases.write_text("img,mask\na,b\n")
+    assert main(["features-batch", str(cases), "--out", str(tmp_path / "t.csv")]) == 2
+    assert "missing column(s) ['image']" in capsys.readouterr().err
