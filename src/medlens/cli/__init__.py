@@ -30,6 +30,7 @@ _COMMAND_MODULES = [
     "medlens.cli.pipeline_commands",
     "medlens.cli.io_commands",
     "medlens.cli.radiomics_commands",
+    "medlens.cli.segment_commands",
     "medlens.cli.data_commands",
 ]
 
