@@ -39,7 +39,7 @@ def local_intensity_features(
     volume_cm3
         Sphere volume (IBSI: 1 cm^3).
     """
-    from scipy.signal import fftconvolve
+    from scipy import fft
 
     if not int_mask.any():
         return {"loc_peak_loc": math.nan, "loc_peak_glob": math.nan}
@@ -51,8 +51,11 @@ def local_intensity_features(
     hi = [min(n, int(i.max()) + 1 + h) for i, n, h in zip(idx, image.shape, half)]
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
     crop = image[sl]
-    num = fftconvolve(crop, kern, mode="same")
-    den = fftconvolve(np.ones_like(crop), kern, mode="same")
+    size = [fft.next_fast_len(c + k - 1, real=True) for c, k in zip(crop.shape, kern.shape)]
+    kf = fft.rfftn(kern, size)
+    same = tuple(slice(h, h + c) for h, c in zip(half, crop.shape))
+    num = fft.irfftn(fft.rfftn(crop, size) * kf, size)[same]
+    den = fft.irfftn(fft.rfftn(np.ones_like(crop), size) * kf, size)[same]
     local_mean = num / np.maximum(np.round(den), 1.0)
     m = int_mask[sl]
     vals = crop[m]

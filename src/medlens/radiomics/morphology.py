@@ -106,7 +106,7 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     spacing
         Voxel size ``(dz, dy, dx)`` in mm.
     """
-    from scipy.signal import fftconvolve
+    from scipy import fft
 
     n = int(mask.sum())
     if n < 2:
@@ -117,13 +117,20 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     x = np.where(mask[sl], values[sl], 0.0).astype(np.float64)
     mu = float(x[m > 0].mean())
     y = (x - mu) * m
-    axes = [np.arange(-(s - 1), s) * sp for s, sp in zip(m.shape, spacing)]
-    zz, yy, xx = np.meshgrid(*axes, indexing="ij")
-    dist = np.sqrt(zz**2 + yy**2 + xx**2)
+    shp = m.shape
+    # kernel over all offsets -(n-1)..(n-1) per axis, centred at index n-1
+    grids = np.ogrid[tuple(slice(-(s - 1), s) for s in shp)]
+    d2 = sum((g * sp) ** 2 for g, sp in zip(grids, spacing))
     with np.errstate(divide="ignore"):
-        k = np.where(dist > 0, 1.0 / dist, 0.0)
-    km = fftconvolve(m, k, mode="valid")
-    ky = fftconvolve(y, k, mode="valid")
+        k = np.where(d2 > 0, 1.0 / np.sqrt(d2), 0.0)
+    # A circular convolution of length >= 2n-1 is exact on the "valid" part (offsets n-1..2n-2):
+    # the aliased tail of the linear convolution cannot reach it.
+    size = [fft.next_fast_len(2 * s - 1, real=True) for s in shp]
+    kf = fft.rfftn(k, size)
+    del k, d2
+    valid = tuple(slice(s - 1, 2 * s - 1) for s in shp)
+    km = fft.irfftn(fft.rfftn(m, size) * kf, size)[valid]
+    ky = fft.irfftn(fft.rfftn(y, size) * kf, size)[valid]
     w_sum = float(np.sum(m * km))
     ss = float(np.sum(y**2))
     if ss <= 0 or w_sum <= 0:

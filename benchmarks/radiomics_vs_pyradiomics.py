@@ -1,0 +1,199 @@
+"""MedLens radiomics vs PyRadiomics 3.0.1: time, peak memory and agreement on shared features.
+
+PyRadiomics is a benchmark-only dependency (never imported by MedLens)::
+
+    .venv/bin/pip install numpy setuptools wheel
+    .venv/bin/pip install --no-build-isolation pyradiomics==3.0.1
+    .venv/bin/python benchmarks/radiomics_vs_pyradiomics.py [--sts 3]
+
+Cases: the IBSI CT phantom GTV and the largest STS PET tumours (``--sts N``). Both tools run
+on the same NIfTI image/mask files, 3D, no resampling, fixed bin width 25, one after another,
+each in its own child process (one thread), so the peak RSS of each is measured separately
+(``os.wait4``). Time is the extraction call only (reading excluded) and the whole child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MEDLENS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# PyRadiomics name -> (IBSI tag, transform to IBSI convention)
+SHARED = {
+    "original_shape_MeshVolume": ("morph_volume", None),
+    "original_shape_VoxelVolume": ("morph_vol_approx", None),
+    "original_shape_SurfaceArea": ("morph_area_mesh", None),
+    "original_shape_Sphericity": ("morph_sphericity", None),
+    "original_shape_Maximum3DDiameter": ("morph_diam", None),
+    "original_shape_MajorAxisLength": ("morph_pca_maj_axis", None),
+    "original_shape_MinorAxisLength": ("morph_pca_min_axis", None),
+    "original_shape_LeastAxisLength": ("morph_pca_least_axis", None),
+    "original_shape_Elongation": ("morph_pca_elongation", None),
+    "original_shape_Flatness": ("morph_pca_flatness", None),
+    "original_firstorder_Mean": ("stat_mean", None),
+    "original_firstorder_Variance": ("stat_var", None),
+    "original_firstorder_Skewness": ("stat_skew", None),
+    "original_firstorder_Kurtosis": ("stat_kurt", "minus3"),  # PyRadiomics reports plain kurtosis
+    "original_firstorder_Median": ("stat_median", None),
+    "original_firstorder_Minimum": ("stat_min", None),
+    "original_firstorder_Maximum": ("stat_max", None),
+    "original_firstorder_10Percentile": ("stat_p10", None),
+    "original_firstorder_90Percentile": ("stat_p90", None),
+    "original_firstorder_InterquartileRange": ("stat_iqr", None),
+    "original_firstorder_Range": ("stat_range", None),
+    "original_firstorder_MeanAbsoluteDeviation": ("stat_mad", None),
+    "original_firstorder_RobustMeanAbsoluteDeviation": ("stat_rmad", None),
+    "original_firstorder_Energy": ("stat_energy", None),
+    "original_firstorder_RootMeanSquared": ("stat_rms", None),
+}
+
+
+def _worker(tool: str, image: str, mask: str) -> None:
+    """Child process: read, extract, print one JSON line."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    t_start = time.perf_counter()
+    if tool == "medlens":
+        import warnings
+
+        import medlens
+        from medlens.radiomics import RadiomicsSettings
+        from medlens.radiomics.settings import DiscretisationSettings, IVHSettings, TextureSettings
+
+        img = medlens.read_image(image)
+        lab = medlens.read_image(mask)
+        msk = lab.with_array(lab.array != 0)
+        settings = RadiomicsSettings(
+            discretisation=DiscretisationSettings(method="FBS", bin_width=25.0),
+            ivh=IVHSettings(method="FBS", bin_width=25.0),
+            texture=TextureSettings(dims=("3D",)),
+        )
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            feats = medlens.radiomics.extract(img, msk, settings)
+        t1 = time.perf_counter()
+    else:
+        import logging
+
+        from radiomics import featureextractor
+
+        logging.getLogger("radiomics").setLevel(logging.ERROR)
+        ex = featureextractor.RadiomicsFeatureExtractor(binWidth=25, force2D=False)
+        ex.enableAllFeatures()
+        import SimpleITK as sitk
+
+        im = sitk.ReadImage(image)
+        mk = sitk.ReadImage(mask)
+        t0 = time.perf_counter()
+        res = ex.execute(im, mk, label=1)
+        t1 = time.perf_counter()
+        feats = {k: float(v) for k, v in res.items() if k.startswith("original_")}
+    out = {"extract_s": t1 - t0, "total_s": time.perf_counter() - t_start, "n": len(feats), "features": feats}
+    print(json.dumps(out, default=float))
+
+
+def _run_child(tool: str, image: Path, mask: Path) -> dict:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--worker", tool, str(image), str(mask)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        text=True,
+    )
+    t0 = time.perf_counter()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out = proc.stdout.read() if proc.stdout else ""
+    err = proc.stderr.read() if proc.stderr else ""
+    if status != 0:
+        raise RuntimeError(f"{tool} failed on {image}: {err[-2000:]}")
+    res = json.loads(out.strip().splitlines()[-1])
+    res["wall_s"] = wall
+    res["peak_rss_mb"] = usage.ru_maxrss / 1024.0
+    return res
+
+
+def _sts_cases(n: int, tmp: Path) -> list[tuple[str, Path, Path]]:
+    """The ``n`` largest STS PET tumours, written as NIfTI image + mask (needs medlens.read_mask)."""
+    import csv
+
+    import medlens
+
+    root = DATA / "sts"
+    rows = list(csv.DictReader((root / "cohort.csv").open()))
+    cases = []
+    for r in rows:
+        try:
+            img = medlens.read_image(root / r["pet_image"])
+            msk = medlens.read_mask(root / r["pet_rtstruct"], reference=img, roi="GTV_Mass_PET")
+        except ImportError as exc:
+            print(f"STS cases skipped: medlens.read_mask (RTSTRUCT) unavailable: {exc}")
+            return []
+        cases.append((int(msk.array.sum()), r["patient_id"], img, msk))
+    cases.sort(key=lambda c: -c[0])
+    out = []
+    for _, pid, img, msk in cases[:n]:
+        ip, mp = tmp / f"{pid}_img.nii.gz", tmp / f"{pid}_mask.nii.gz"
+        medlens.write_image(img, ip)
+        medlens.write_image(msk.with_array(msk.array.astype("uint8")), mp)
+        out.append((f"{pid} PET GTV ({int(msk.array.sum())} vox)", ip, mp))
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        _worker(sys.argv[2], sys.argv[3], sys.argv[4])
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sts", type=int, default=3, help="number of (largest) STS PET tumours")
+    args = ap.parse_args()
+    ct = DATA / "ibsi1" / "ct_phantom" / "nifti"
+    with tempfile.TemporaryDirectory() as td:
+        cases = [("IBSI CT phantom GTV", ct / "image" / "phantom.nii.gz", ct / "mask" / "mask.nii.gz")]
+        if args.sts > 0:
+            cases += _sts_cases(args.sts, Path(td))
+        print(
+            f"{'case':36s} {'tool':10s} {'extract s':>9s} {'process s':>9s} {'peak MB':>8s} {'#feat':>6s}"
+            "   time ratio (pyrad/medlens)   shared features within 1% / compared"
+        )
+        for name, image, mask in cases:
+            res = {tool: _run_child(tool, image, mask) for tool in ("medlens", "pyradiomics")}
+            m, p = res["medlens"], res["pyradiomics"]
+            agree = total = 0
+            worst = []
+            for pk, (tag, conv) in SHARED.items():
+                if pk not in p["features"] or tag not in m["features"]:
+                    continue
+                pv = p["features"][pk] - (3.0 if conv == "minus3" else 0.0)
+                mv = m["features"][tag]
+                if not (math.isfinite(pv) and math.isfinite(mv)):
+                    continue
+                total += 1
+                rel = abs(pv - mv) / max(abs(pv), 1e-12)
+                if rel <= 0.01:
+                    agree += 1
+                else:
+                    worst.append(f"{tag} {mv:.4g} vs {pv:.4g}")
+            for tool in ("medlens", "pyradiomics"):
+                r = res[tool]
+                cols = f"{r['extract_s']:9.2f} {r['wall_s']:9.2f} {r['peak_rss_mb']:8.0f} {r['n']:6d}"
+                print(f"{name:36s} {tool:10s} {cols}")
+            ratio = f"extract {p['extract_s'] / m['extract_s']:.2f}x, process {p['wall_s'] / m['wall_s']:.2f}x"
+            print(
+                f"{'':36s} ratio: {ratio},"
+                f" peak RSS {p['peak_rss_mb'] / m['peak_rss_mb']:.2f}x; agreement {agree}/{total}"
+                + (f"; differ: {'; '.join(worst)}" if worst else "")
+            )
+
+
+if __name__ == "__main__":
+    main()
