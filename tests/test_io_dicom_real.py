@@ -117,3 +117,34 @@ def test_all_20_sts_ct_read_in_hu(sts_dir):
         assert img.meta.units == Units.HU and img.ndim == 3, folder
         a = img.array
         assert -1100 <= a.min() < -500 and 300 < a.max() < 4000, (folder, a.min(), a.max())
+
+
+def test_list_series_sts_patient_pairs_rtstructs_with_images(sts_dir):
+    infos = list_series(sts_dir / "STS_001")
+    images = {s.modality: s for s in infos if s.is_image}
+    structs = {s.rois[0]: s for s in infos if s.modality == "RTSTRUCT"}
+    assert set(images) == {"CT", "PT"} and set(structs) == {"GTV_Mass_CT", "GTV_Mass_PET"}
+    assert structs["GTV_Mass_CT"].referenced_series_uid == images["CT"].series_uid
+    assert structs["GTV_Mass_PET"].referenced_series_uid == images["PT"].series_uid
+    assert images["PT"].units == "SUVbw" and images["CT"].units == "HU"
+
+
+def test_list_series_reads_seg_segment_labels():
+    pydicom_data = pytest.importorskip("pydicom.data")
+    path = pydicom_data.get_testdata_file("liver.dcm")
+    (info,) = list_series(path)
+    assert info.modality == "SEG" and not info.is_image
+    assert info.rois == ["Liver"] and info.referenced_series_uid.startswith("1.2.392.")
+
+
+def test_geometry_findings_from_headers_only(ct_phantom_dir):
+    import pydicom
+
+    from medlens.io.dicom_series import geometry_findings
+
+    files = sorted((ct_phantom_dir / "dicom" / "image").glob("*.dcm"))
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    assert geometry_findings(headers) == []
+    del headers[30]
+    (finding,) = geometry_findings(headers, [f.name for i, f in enumerate(files) if i != 30])
+    assert finding.code == "missing_slices" and "1 slice(s) missing" in finding.message

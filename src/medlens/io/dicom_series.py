@@ -50,7 +50,7 @@ from medlens.io.geometry_qa import (
     slice_normal,
 )
 
-__all__ = ["NON_IMAGE_MODALITIES", "SeriesInfo", "list_series", "read_dicom_series"]
+__all__ = ["NON_IMAGE_MODALITIES", "SeriesInfo", "geometry_findings", "list_series", "read_dicom_series"]
 
 PathLike = str | os.PathLike[str]
 
@@ -96,16 +96,16 @@ def _collect_files(path: PathLike | Sequence[PathLike]) -> tuple[list[Path], str
     items = [Path(x) for x in path]
     if not items:
         raise InputError("the list of DICOM files is empty; give at least one file or a folder")
-    files: list[Path] = []
+    found: list[Path] = []
     for it in items:
         if it.is_dir():
-            files.extend(sorted(f for f in it.rglob("*") if f.is_file() and not f.name.startswith(".")))
+            found.extend(sorted(f for f in it.rglob("*") if f.is_file() and not f.name.startswith(".")))
         elif it.exists():
-            files.append(it)
+            found.append(it)
         else:
             raise InputError(f"{it}: no such file (in the list of DICOM files)")
-    common = os.path.commonpath([str(f) for f in items]) if items else ""
-    return files, f"{len(items)} files under {common}" if len(items) > 1 else str(items[0])
+    common = os.path.commonpath([str(f) for f in items])
+    return found, f"{len(items)} files under {common}" if len(items) > 1 else str(items[0])
 
 
 def _native_pixel_bytes(ds: Any) -> int | None:
@@ -344,6 +344,18 @@ def _qa(records: list[_Slice]) -> list[GeometryFinding]:
     )
 
 
+def geometry_findings(datasets: Sequence[Any], names: Sequence[str] | None = None) -> list[GeometryFinding]:
+    """Geometry QA of one series from its headers (pydicom datasets, pixels not needed).
+
+    For a catalog that already holds the headers (e.g. read with ``stop_before_pixels=True``).
+    ``names`` (one per dataset, default ``"file i"``) are used in the messages.
+    """
+    labels = list(names) if names is not None else [f"file {i}" for i in range(len(datasets))]
+    if len(labels) != len(datasets):
+        raise InputError(f"names has {len(labels)} entries for {len(datasets)} datasets; give one name per dataset")
+    return _qa(_slice_records([(Path(n), ds) for n, ds in zip(labels, datasets, strict=True)]))
+
+
 def _sorted_records(records: list[_Slice]) -> list[_Slice]:
     if len(records) < 2:
         return records
@@ -383,7 +395,7 @@ def _affine(records: list[_Slice], source: str) -> npt.NDArray[np.float64]:
         th = rec0.thickness if rec0.thickness and rec0.thickness > 0 else 1.0
         aff[:3, 0] = col_dir * dy
         aff[:3, 1] = row_dir * dx
-        aff[:3, 2] = normal / max(np.linalg.norm(normal), 1e-12) * th
+        aff[:3, 2] = normal / max(float(np.linalg.norm(normal)), 1e-12) * th
         aff[:3, 3] = rec0.position if rec0.position is not None else 0.0
         return aff
     first, last = records[0].position, records[-1].position

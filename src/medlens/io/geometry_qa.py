@@ -77,7 +77,7 @@ class GeometryFinding:
         return dataclasses.asdict(self)
 
 
-def slice_normal(orientation: Sequence[float]) -> npt.NDArray[np.float64]:
+def slice_normal(orientation: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Unit normal of a slice from its ImageOrientationPatient (row cosines x column cosines)."""
     iop = np.asarray(orientation, dtype=np.float64)
     n = np.cross(iop[:3], iop[3:6])
@@ -88,7 +88,7 @@ def slice_normal(orientation: Sequence[float]) -> npt.NDArray[np.float64]:
 
 
 def sort_slices(
-    positions: npt.ArrayLike, orientation: Sequence[float]
+    positions: npt.ArrayLike, orientation: npt.ArrayLike
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
     """Order of slices along the normal of ``orientation`` and their sorted projections (mm).
 
