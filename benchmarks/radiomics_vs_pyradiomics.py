@@ -6,7 +6,7 @@ PyRadiomics is a benchmark-only dependency (never imported by MedLens)::
     .venv/bin/pip install --no-build-isolation pyradiomics==3.0.1
     .venv/bin/python benchmarks/radiomics_vs_pyradiomics.py [--sts 3]
 
-Cases: the IBSI CT phantom GTV and the largest STS PET tumours (``--sts N``). Both tools run
+Cases: the IBSI CT phantom GTV and the largest STS CT tumours (``--sts N``). Both tools run
 on the same NIfTI image/mask files, 3D, no resampling, fixed bin width 25, one after another,
 each in its own child process (one thread), so the peak RSS of each is measured separately
 (``os.wait4``). Time is the extraction call only (reading excluded) and the whole child process.
@@ -123,21 +123,25 @@ def _run_child(tool: str, image: Path, mask: Path) -> dict:
 
 
 def _sts_cases(n: int, tmp: Path) -> list[tuple[str, Path, Path]]:
-    """The ``n`` largest STS PET tumours, written as NIfTI image + mask (needs medlens.read_mask)."""
+    """The ``n`` largest CT tumours among the first ``2 n`` STS CT cases, written as NIfTI image + mask."""
     import csv
 
     import medlens
 
     root = DATA / "sts"
-    rows = list(csv.DictReader((root / "cohort.csv").open()))
+    rows = [r for r in csv.DictReader((root / "cohort.csv").open()) if r["ct_image"]][: 2 * n]
     cases = []
     for r in rows:
+        img = medlens.read_image(root / r["ct_image"])
         try:
-            img = medlens.read_image(root / r["pet_image"])
-            msk = medlens.read_mask(root / r["pet_rtstruct"], reference=img, roi="GTV_Mass_PET")
-        except ImportError as exc:
-            print(f"STS cases skipped: medlens.read_mask (RTSTRUCT) unavailable: {exc}")
-            return []
+            msk = medlens.read_mask(root / r["ct_rtstruct"], reference=img, roi="GTV_Mass_CT")
+        except ImportError:
+            try:
+                from medlens.io.rtstruct import read_rtstruct
+            except ImportError as exc:
+                print(f"STS cases skipped: RTSTRUCT reading unavailable: {exc}")
+                return []
+            msk = read_rtstruct(root / r["ct_rtstruct"], reference=img, roi="GTV_Mass_CT")
         cases.append((int(msk.array.sum()), r["patient_id"], img, msk))
     cases.sort(key=lambda c: -c[0])
     out = []
@@ -145,7 +149,7 @@ def _sts_cases(n: int, tmp: Path) -> list[tuple[str, Path, Path]]:
         ip, mp = tmp / f"{pid}_img.nii.gz", tmp / f"{pid}_mask.nii.gz"
         medlens.write_image(img, ip)
         medlens.write_image(msk.with_array(msk.array.astype("uint8")), mp)
-        out.append((f"{pid} PET GTV ({int(msk.array.sum())} vox)", ip, mp))
+        out.append((f"{pid} CT GTV ({int(msk.array.sum())} vox)", ip, mp))
     return out
 
 
@@ -154,7 +158,7 @@ def main() -> None:
         _worker(sys.argv[2], sys.argv[3], sys.argv[4])
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sts", type=int, default=3, help="number of (largest) STS PET tumours")
+    ap.add_argument("--sts", type=int, default=3, help="number of (largest) STS CT tumours")
     args = ap.parse_args()
     ct = DATA / "ibsi1" / "ct_phantom" / "nifti"
     with tempfile.TemporaryDirectory() as td:
