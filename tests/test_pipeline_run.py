@@ -1,0 +1,113 @@
+"""Execution: resumability, failing cases, 1 vs 2 Dask workers, lineage in the feature store."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medlens.pipeline import run as run_mod
+from medlens.pipeline.config import load_config
+from medlens.pipeline.demo import DEMO_CONFIG, generate_cohort
+from medlens.pipeline.store import LINEAGE_COLUMNS, feature_columns, query, read_features
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_cohort(tmp_path_factory.mktemp("rundata"), n_cases=8, seed=5)
+
+
+def _config(tmp_path: Path, data: Path, *, workers: int = 1, out: str = "run", outcome: bool = False):  # type: ignore[no-untyped-def]
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg["model"].update(folds=2, repeats=1, permutations=0, bootstrap=50)
+    if not outcome:
+        cfg["cohort"]["outcome"] = None
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return load_config(p, data_dir=data, out_dir=tmp_path / out, workers=workers)
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_with_one_row_per_case(tmp_path: Path, data: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    real = run_mod.process_case
+    calls = {"n": 0}
+
+    def dies_after_three(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C (or the machine went away) during case 4
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "process_case", dies_after_three)
+    cfg = _config(tmp_path, data)
+    with pytest.raises(KeyboardInterrupt):
+        run_mod.run_pipeline(cfg, progress=False)
+    finished = sorted(p.name for p in (tmp_path / "run" / "cases").glob("*.json"))
+    assert len(finished) == 3
+    monkeypatch.setattr(run_mod, "process_case", real)
+    res = run_mod.run_pipeline(cfg, progress=False)
+    assert (res.n_skipped, res.n_ok, res.n_failed) == (3, 8, 0)
+    df = read_features(tmp_path / "run")
+    assert len(df) == 8 and df["case_id"].nunique() == 8
+    # a third run computes nothing and still has exactly one row per case
+    res3 = run_mod.run_pipeline(cfg, progress=False)
+    assert res3.n_skipped == 8
+    counts = query("SELECT count(*) AS n, count(DISTINCT case_id) AS u FROM features", tmp_path / "run")
+    assert counts.iloc[0].tolist() == [8, 8]
+
+
+@pytest.mark.slow
+def test_changed_settings_recompute_in_a_new_partition(tmp_path: Path, data: Path) -> None:
+    cfg = _config(tmp_path, data)
+    run_mod.run_pipeline(cfg, progress=False)
+    cfg.raw["radiomics"]["settings"] = "ibsi-b"
+    res = run_mod.run_pipeline(cfg, progress=False)
+    assert res.n_skipped == 0
+    df = read_features(tmp_path / "run")
+    assert len(df) == 16 and df["run_id"].nunique() == 2
+
+
+def test_failing_case_is_recorded_and_the_run_goes_on(tmp_path: Path, data: Path) -> None:
+    bad = tmp_path / "data"
+    shutil.copytree(data, bad)
+    rs = next((bad / "DEMO_004" / "RTSTRUCT").iterdir())
+    rs.write_bytes(b"not a DICOM file at all")
+    res = run_mod.run_pipeline(_config(tmp_path, bad), progress=False)
+    assert (res.n_ok, res.n_failed) == (7, 1)
+    df = read_features(tmp_path / "run").set_index("case_id")
+    assert df.loc["DEMO_004", "status"] == "error"
+    assert df.loc["DEMO_004", "error"] != ""
+    assert (df.drop(index="DEMO_004")["status"] == "ok").all()
+    report = res.report_path.read_text()
+    assert "Failed cases" in report and "DEMO_004" in report
+
+
+def test_lineage_columns_are_filled(tmp_path: Path, data: Path) -> None:
+    run_mod.run_pipeline(_config(tmp_path, data), progress=False)
+    df = read_features(tmp_path / "run")
+    for col in LINEAGE_COLUMNS:
+        assert df[col].notna().all(), col
+        assert (df[col].astype(str) != "").all(), col
+    assert (df["modality"] == "CT").all()
+    assert (df["n_sop_instances"] == 64).all()
+    assert df["study_uid"].nunique() == 8
+
+
+@pytest.mark.slow
+def test_one_and_two_dask_workers_give_identical_features(tmp_path: Path, data: Path) -> None:
+    r1 = run_mod.run_pipeline(_config(tmp_path, data, workers=1, out="w1"), progress=False)
+    r2 = run_mod.run_pipeline(_config(tmp_path, data, workers=2, out="w2"), progress=False)
+    assert r1.n_ok == r2.n_ok == 8
+    info = json.loads((tmp_path / "w2" / "run.json").read_text())
+    assert info["mode"] == "local"
+    a = read_features(tmp_path / "w1").sort_values("case_id").reset_index(drop=True)
+    b = read_features(tmp_path / "w2").sort_values("case_id").reset_index(drop=True)
+    cols = feature_columns(a)
+    assert len(cols) > 20
+    assert a[cols].equals(b[cols])
+    pids = {json.loads(p.read_text())["worker_pid"] for p in (tmp_path / "w2" / "cases").glob("*.json")}
+    assert len(pids) == 2  # the work really was spread over two processes
