@@ -269,3 +269,15 @@ def test_pet_bqml_without_weight_stays_bqml_with_warning(sts_dir, tmp_path):
     with pytest.warns(MedlensWarning, match="SUVbw cannot be computed.*PatientWeight"):
         img = read_dicom_series(tmp_path / "bq")
     assert img.meta.units == "BQML"
+
+
+def test_truncated_jpegls_slice_is_skipped_and_named(sts_dir, tmp_path):
+    files = sorted((sts_dir / "STS_001" / "CT" / "image").glob("*.dcm"))[:6]
+    for f in files:
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    last = tmp_path / files[-1].name
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) - 3000])
+    with pytest.warns(SkippedInputWarning, match=rf"{last.name} \(truncated or damaged"):
+        img = read_dicom_series(tmp_path)
+    assert img.shape[0] == 5

@@ -15,7 +15,7 @@ import typer
 def _fmt(values: Any, digits: int = 4) -> str:
     if values is None:
         return "-"
-    return "(" + ", ".join(f"{float(v):.{digits}g}" for v in values) + ")"
+    return "(" + ", ".join(f"{float(v) + 0.0:.{digits}g}" for v in values) + ")"  # + 0.0: no "-0"
 
 
 def _volume_info(path: Path) -> dict[str, Any]:
@@ -61,30 +61,34 @@ def _print_rich(info: dict[str, Any]) -> None:
 
     console = Console()
     table = Table(title=f"{info['path']}: {len(info['series'])} series")
-    for col in ("series UID", "modality", "description", "files", "shape", "spacing mm", "origin mm", "units"):
+    for col in ("#", "modality", "description", "files", "shape", "spacing mm", "units", "QA"):
         table.add_column(col, overflow="fold")
-    for s in info["series"]:
+    for n, s in enumerate(info["series"], start=1):
+        qa = s.get("qa", [])
         table.add_row(
-            s["series_uid"] or "-",
+            str(n),
             s["modality"] or "-",
             s["description"] or "",
             str(s["n_files"]),
             "x".join(str(v) for v in s["shape"]) if s.get("shape") else "-",
             _fmt(s.get("spacing_mm")),
-            _fmt(s.get("origin_mm"), 6),
             s.get("units") or "-",
+            f"{len(qa)} finding(s)" if qa else ("ok" if s.get("is_image", True) else "-"),
         )
     console.print(table)
-    for s in info["series"]:
+    for n, s in enumerate(info["series"], start=1):
+        console.print(f"#{n} series UID {s['series_uid'] or '-'}", highlight=False)
+        if s.get("origin_mm") is not None:
+            console.print(f"   origin {_fmt(s['origin_mm'], 6)} mm (LPS)", highlight=False)
         if s.get("direction") is not None:
             rows = "; ".join(_fmt(r, 4) for r in s["direction"])
-            console.print(f"direction (columns = array axes) of {s['series_uid']}: {rows}", highlight=False)
+            console.print(f"   direction (columns = array axes z, y, x): {rows}", highlight=False)
         for f in s.get("qa", []):
-            console.print(f"[{f['severity']}] {s['series_uid']}: {f['code']}: {f['message']}", highlight=False)
+            console.print(f"   [{f['severity']}] {f['code']}: {f['message']}", highlight=False, markup=False)
         if not s.get("is_image", True):
             ref = s.get("referenced_series_uid") or "not recorded"
             rois = ", ".join(s.get("rois", [])) or "none"
-            console.print(f"{s['modality']} {s['series_uid']}: ROIs {rois}; refers to series {ref}", highlight=False)
+            console.print(f"   ROIs: {rois}; refers to series {ref}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -138,6 +138,8 @@ def _read_one(path: Path, *, pixels: bool) -> tuple[Path, Any, str | None]:
                 return path, None, "not a DICOM file"
     except Exception as exc:  # pydicom raises many kinds on damaged input
         return path, None, f"truncated or unreadable DICOM ({type(exc).__name__}: {str(exc)[:80]})"
+    if len(ds) == 0:
+        return path, None, "truncated or damaged (no data element could be read)"
     media_sop = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
     if media_sop == _DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
         return path, None, "a DICOMDIR index, not an image"
