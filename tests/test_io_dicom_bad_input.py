@@ -281,3 +281,67 @@ def test_truncated_jpegls_slice_is_skipped_and_named(sts_dir, tmp_path):
     with pytest.warns(SkippedInputWarning, match=rf"{last.name} \(truncated or damaged"):
         img = read_dicom_series(tmp_path)
     assert img.shape[0] == 5
+
+
+@pytest.mark.parametrize(
+    "iop",
+    [
+        [0.0, 1.0, 0.0, 0.0, 0.0, -1.0],  # sagittal
+        [1.0, 0.0, 0.0, 0.0, 0.0, -1.0],  # coronal
+        [0.866025, 0.5, 0.0, -0.17101, 0.296198, -0.939693],  # oblique
+    ],
+    ids=["sagittal", "coronal", "oblique"],
+)
+def test_non_axial_geometry_matches_simpleitk(ct_phantom_dir, tmp_path, iop):
+    """Non-square pixels and rotated planes: rows/columns and the slice axis must land where ITK puts them."""
+    import SimpleITK as sitk
+
+    from medlens.core.sitk_bridge import from_sitk
+
+    row, col = np.array(iop[:3]), np.array(iop[3:])
+    normal = np.cross(row, col)
+    origin = np.array([12.5, -40.0, 100.0])
+    order = [4, 1, 7, 0, 9, 2, 5, 8, 3, 6]  # file order differs from spatial order
+
+    def rotate(i, ds):
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in iop]
+        ds.PixelSpacing = ["0.8", "0.6"]
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in origin + 2.5 * order[i] * normal]
+
+    folder = tmp_path / "rot"
+    _write(folder, _phantom_slices(ct_phantom_dir), rotate)
+    img = read_dicom_series(folder)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    ref = from_sitk(reader.Execute())
+    assert img.shape == ref.shape
+    np.testing.assert_allclose(img.affine, ref.affine, atol=1e-3)
+    np.testing.assert_array_equal(img.array, ref.array.astype(np.float32))
+    assert img.spacing == pytest.approx((2.5, 0.8, 0.6), abs=1e-4)
+
+
+def test_projection_image_uses_imager_pixel_spacing(tmp_path):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for tag in ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient"):
+        delattr(ds, tag)
+    ds.Modality = "DX"
+    ds.ImagerPixelSpacing = ["0.15", "0.2"]
+    ds.save_as(tmp_path / "dx.dcm", enforce_file_format=True)
+    img = read_dicom_series(tmp_path / "dx.dcm")
+    assert img.ndim == 2 and img.spacing == pytest.approx((0.15, 0.2))
+    assert img.meta.modality == "DX" and img.meta.units == "arbitrary"
+
+
+def test_image_without_spacing_warns_and_uses_1mm(tmp_path):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.PixelSpacing
+    ds.save_as(tmp_path / "nospacing.dcm", enforce_file_format=True)
+    with pytest.warns(GeometryWarning, match="no PixelSpacing or ImagerPixelSpacing; pixel spacing set to 1 mm"):
+        img = read_dicom_series(tmp_path / "nospacing.dcm")
+    assert img.spacing == (1.0, 1.0)
