@@ -136,3 +136,14 @@ def test_segment_classic_components_holes_morphology_mm():
         c.opening(m, radius_mm=0)
     with pytest.raises(InputError, match="boolean"):
         c.largest_component(m.astype(np.uint8))
+
+
+def test_segment_classic_growth_confined_within_mask():
+    img = _blob_image()
+    box = np.zeros(img.shape, bool)
+    box[:, :, :13] = True
+    wm = img.with_array(box)
+    m = c.region_grow(img, seed_index=(8, 12, 12), lower=50, upper=200, within=wm)
+    assert m.array.sum() == 7 * 10 * 5 and not (m.array & ~box).any()
+    cc = c.confidence_connected(img, seed_index=(8, 12, 12), multiplier=3.0, within=wm)
+    assert not (cc.array & ~box).any() and cc.array.sum() > 300

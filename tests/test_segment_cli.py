@@ -72,3 +72,36 @@ def test_segment_cli_bad_seed_and_empty_seg(blob_file, tmp_path, capsys):
     assert rc == 6
     assert "empty" in capsys.readouterr().err
     assert not seg.exists()
+
+
+def test_segment_cli_cohort_table_baselines(sts_dir, tmp_path, capsys):
+    # a small cohort CSV beside the data (paths relative to it are resolved from the CSV's folder)
+    rows = (sts_dir / "cohort.csv").read_text().splitlines()
+    csv = tmp_path / "cohort.csv"
+    header, body = rows[0], rows[1:5]
+    csv.write_text(
+        "\n".join(
+            [header]
+            + [
+                ",".join([f.split(",")[0], f.split(",")[1]] + [str(sts_dir / p) for p in f.split(",")[2:]])
+                for f in body
+            ]
+        )
+        + "\n"
+    )
+    out = tmp_path / "rows.json"
+    assert main(["evaluate-seg-cohort", str(csv), "--no-unet", "--folds", "2", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "suv40 Dice" in text and "rg_suv2.5 Dice" in text and "all" in text
+    rows_out = json.loads(out.read_text())
+    assert {r["fold"] for r in rows_out} == {0, 1}
+    assert len({r["patient_id"] for r in rows_out}) == 4
+
+
+def test_segment_cli_unet_on_real_pet(sts_dir, tmp_path, capsys):
+    pet = sts_dir / "STS_050" / "PET" / "image"
+    out = tmp_path / "unet.nii.gz"
+    assert main(["segment", str(pet), "--method", "unet", "--out", str(out)]) == 0
+    assert "unet:" in capsys.readouterr().out
+    m = medlens.read_image(out)
+    assert m.array.max() == 1 and m.array.sum() > 50

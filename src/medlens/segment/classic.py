@@ -288,6 +288,13 @@ def _grow(in_range: np.ndarray, seed: tuple[int, ...], connectivity: int) -> np.
     return lab == lab[seed]
 
 
+def _in_range(arr: np.ndarray, lo: float, hi: float, allowed: np.ndarray | None) -> np.ndarray:
+    r = (arr >= lo) & (arr <= hi)
+    if allowed is not None:
+        r &= allowed
+    return r
+
+
 def _check_leak(m: np.ndarray, max_fraction: float, what: str) -> None:
     frac = float(m.mean())
     if frac > max_fraction:
@@ -307,6 +314,7 @@ def region_grow(
     upper: float | None = None,
     connectivity: int = 1,
     max_fraction: float = 0.5,
+    within: Image | None = None,
 ) -> Image:
     """3D seeded region growing: voxels connected to the seed whose value lies in an intensity range.
 
@@ -317,10 +325,11 @@ def region_grow(
 
     Raises :class:`InputError` for a seed outside the image or outside the range, and
     :class:`ProcessingError` when the region covers more than ``max_fraction`` of the image (a seed in
-    background leaking everywhere).
+    background leaking everywhere). ``within`` (a boolean mask) confines the growth.
     """
     arr = _require_image(image)
     seed = resolve_seed(image, seed_index=seed_index, seed_mm=seed_mm)
+    allowed = _within(image, within) if within is not None else None
     if connectivity not in range(1, image.ndim + 1):
         raise InputError(f"connectivity must be 1..{image.ndim}, got {connectivity}")
     v = float(arr[seed])
@@ -340,7 +349,7 @@ def region_grow(
                 f"region_grow: the seed value {v:g} {image.meta.units} is outside [{lo:g}, {hi:g}]; the seed lies in "
                 "background for this range"
             )
-    m = _grow((arr >= lo) & (arr <= hi), seed, connectivity)
+    m = _grow(_in_range(arr, lo, hi, allowed), seed, connectivity)
     _check_leak(m, max_fraction, "region_grow")
     return _mask_image(image, m, f"region_grow(range=[{lo:g}, {hi:g}])").with_meta(extra={"range": [lo, hi]})
 
@@ -355,6 +364,7 @@ def confidence_connected(
     initial_radius_vox: int = 1,
     connectivity: int = 1,
     max_fraction: float = 0.5,
+    within: Image | None = None,
 ) -> Image:
     """Statistics-adaptive region growing ("confidence connected").
 
@@ -362,9 +372,11 @@ def confidence_connected(
     around the seed; grow the connected region of voxels within ``mean ± multiplier·sd``; recompute
     mean and sd over that region and grow again, ``iterations`` times (the same scheme as ITK's
     ConfidenceConnectedImageFilter). The final range is stored in ``meta.extra["range"]``.
+    ``within`` (a boolean mask) confines the growth.
     """
     arr = _require_image(image)
     seed = resolve_seed(image, seed_index=seed_index, seed_mm=seed_mm)
+    allowed = _within(image, within) if within is not None else None
     if multiplier <= 0:
         raise InputError(f"multiplier must be > 0, got {multiplier}")
     if iterations < 0:
@@ -378,7 +390,7 @@ def confidence_connected(
         lo, hi = mean - multiplier * sd, mean + multiplier * sd
         # the seed itself is always inside the range (as in ITK)
         lo, hi = min(lo, float(arr[seed])), max(hi, float(arr[seed]))
-        m = _grow((arr >= lo) & (arr <= hi), seed, connectivity)
+        m = _grow(_in_range(arr, lo, hi, allowed), seed, connectivity)
         vals = np.asarray(arr[m], dtype=float)
         if vals.size < 2:
             break
