@@ -243,6 +243,24 @@ def test_cli_features_and_batch(tmp_path: Path, digital_phantom_dir: Path, capsy
     assert [r["case_id"] for r in rows] == ["p1", "p2"] and rows[0]["stat_mean"] == rows[1]["stat_mean"]
 
 
+def test_cli_records_nan_reasons(tmp_path: Path, capsys) -> None:
+    import SimpleITK as sitk
+
+    from medlens.cli import main
+    from medlens.core.sitk_bridge import to_sitk
+
+    # every ROI value is above the ibsi-c re-segmentation range [-1000, 400] HU
+    img, msk = _pair(_ball(), np.full((12, 20, 20), 3000.0))
+    ip, mp = tmp_path / "i.nii.gz", tmp_path / "m.nii.gz"
+    sitk.WriteImage(to_sitk(img), str(ip))
+    sitk.WriteImage(to_sitk(msk), str(mp))
+    out = tmp_path / "f.csv"
+    assert main(["features", str(ip), str(mp), "--preset", "ibsi-c", "--out", str(out)]) == 0
+    row = next(csv.DictReader(out.open()))
+    assert row["stat_mean"] == "nan" and "no ROI voxel is left after re-segmentation" in row["warnings"]
+    assert "no ROI voxel is left after re-segmentation" in capsys.readouterr().err
+
+
 def test_cli_bad_preset_and_cases(tmp_path: Path, digital_phantom_dir: Path, capsys) -> None:
     from medlens.cli import main
 

@@ -1,7 +1,7 @@
 """``medlens features`` and ``medlens features-batch``: IBSI radiomics features to CSV.
 
-Output: one row per case with the inputs (image, mask, ROI), the preset name and the settings
-hash (lineage), then one column per IBSI feature tag.
+Output: one row per case with the inputs (image, mask, ROI), the preset name, the settings
+hash (lineage) and the warnings that explain NaN values, then one column per IBSI feature tag.
 """
 
 from __future__ import annotations
@@ -56,11 +56,24 @@ def _write_table(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def _one(case_id: str, image: Path, mask: Path, roi: str | None, preset: str) -> dict[str, Any]:
+    import warnings
+
+    from medlens.core.errors import MedlensWarning
     from medlens.radiomics import extract, load_preset
 
     settings = load_preset(preset)
-    img, msk = _read_pair(image, mask, roi)
-    feats = extract(img, msk, settings)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img, msk = _read_pair(image, mask, roi)
+        feats = extract(img, msk, settings)
+    reasons: list[str] = []
+    for w in caught:
+        if not issubclass(w.category, MedlensWarning):
+            continue
+        msg = str(w.message)
+        if msg not in reasons:
+            reasons.append(msg)
+            typer.echo(f"warning: {case_id}: {msg}", err=True)
     row: dict[str, Any] = {
         "case_id": case_id,
         "image": str(image),
@@ -68,6 +81,8 @@ def _one(case_id: str, image: Path, mask: Path, roi: str | None, preset: str) ->
         "roi": roi or "",
         "preset": settings.name,
         "settings_hash": settings.settings_hash(),
+        # why features are NaN (empty ROI, constant ROI, ...): kept in the output, not only on stderr
+        "warnings": " | ".join(reasons),
     }
     row.update(feats)
     return row
@@ -85,7 +100,7 @@ def register(app: typer.Typer) -> None:
         """Compute IBSI radiomics features of one ROI and write them as a one-row CSV."""
         row = _one(image.name, image, mask, roi, preset)
         _write_table([row], out)
-        n = sum(1 for k in row if k not in ("case_id", "image", "mask", "roi", "preset", "settings_hash"))
+        n = sum(1 for k in row if k not in ("case_id", "image", "mask", "roi", "preset", "settings_hash", "warnings"))
         typer.echo(f"{n} features written to {out}")
 
     @app.command("features-batch")

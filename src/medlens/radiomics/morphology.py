@@ -64,8 +64,12 @@ def _ellipsoid_area(a: float, b: float, c: float) -> float:
     return 4.0 * math.pi * a * b * s
 
 
-def _mvee(points: np.ndarray, tol: float = 1e-4, max_iter: int = 2000) -> tuple[np.ndarray, np.ndarray] | None:
-    """Khachiyan's minimum-volume enclosing ellipsoid ``(x - c)^T A (x - c) <= 1``."""
+def _mvee(points: np.ndarray, tol: float = 1e-4, max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray] | None:
+    """Khachiyan's minimum-volume enclosing ellipsoid ``(x - c)^T A (x - c) <= 1``.
+
+    Stops when the largest Mahalanobis excess ``(m_j - d - 1) / (d + 1)`` drops below ``tol``
+    (the ellipsoid volume is then within about ``d * tol`` of the optimum).
+    """
     n, d = points.shape
     if n <= d:
         return None
@@ -78,13 +82,12 @@ def _mvee(points: np.ndarray, tol: float = 1e-4, max_iter: int = 2000) -> tuple[
         except np.linalg.LinAlgError:
             return None
         j = int(np.argmax(m))
-        step = (m[j] - d - 1.0) / ((d + 1.0) * (m[j] - 1.0))
-        new_u = (1.0 - step) * u
-        new_u[j] += step
-        if np.linalg.norm(new_u - u) < tol:
-            u = new_u
+        excess = (m[j] - d - 1.0) / (d + 1.0)
+        if excess < tol:
             break
-        u = new_u
+        step = excess / (m[j] - 1.0)
+        u *= 1.0 - step
+        u[j] += step
     c = points.T @ u
     cov = points.T @ (u[:, None] * points) - np.outer(c, c)
     try:
