@@ -23,6 +23,7 @@ triplet, direction of increasing column index) x column spacing. This equals wha
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,7 @@ NON_IMAGE_MODALITIES = frozenset(
 
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 _NO_UID = "(no SeriesInstanceUID)"
+_FORCE_LOCK = threading.Lock()
 
 #: pip package providing a decoder for each compressed transfer syntax family.
 _CODEC_PACKAGES = {
@@ -131,7 +133,12 @@ def _read_one(path: Path, *, pixels: bool) -> tuple[Path, Any, str | None]:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
         except InvalidDicomError:
-            with warnings.catch_warnings():
+            # No preamble: only a raw dataset starting with group 0002 or 0008 (either byte order) is tried.
+            with open(path, "rb") as fh:
+                head = fh.read(2)
+            if head not in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08"):
+                return path, None, "not a DICOM file"
+            with _FORCE_LOCK, warnings.catch_warnings():  # catch_warnings is process-global: one thread at a time
                 warnings.simplefilter("ignore")
                 ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
             if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
