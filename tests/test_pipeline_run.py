@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medlens.core.errors import InputError
 from medlens.pipeline import run as run_mod
 from medlens.pipeline.config import load_config
 from medlens.pipeline.demo import DEMO_CONFIG, generate_cohort
@@ -111,3 +112,23 @@ def test_one_and_two_dask_workers_give_identical_features(tmp_path: Path, data: 
     assert a[cols].equals(b[cols])
     pids = {json.loads(p.read_text())["worker_pid"] for p in (tmp_path / "w2" / "cases").glob("*.json")}
     assert len(pids) == 2  # the work really was spread over two processes
+
+
+@pytest.mark.slow
+def test_existing_scheduler_is_used(tmp_path: Path, data: Path) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        cfg = _config(tmp_path, data, workers=2)
+        cfg.raw["execution"]["scheduler"] = cluster.scheduler_address
+        res = run_mod.run_pipeline(cfg, progress=False)
+    assert res.n_ok == 8
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["mode"] == "scheduler"
+
+
+@pytest.mark.slow
+def test_unreachable_scheduler_fails_clearly(tmp_path: Path, data: Path) -> None:
+    cfg = _config(tmp_path, data, workers=2)
+    cfg.raw["execution"]["scheduler"] = "tcp://127.0.0.1:9"
+    with pytest.raises(InputError, match=r"cannot connect to the Dask scheduler tcp://127.0.0.1:9"):
+        run_mod.run_pipeline(cfg, progress=False)

@@ -69,6 +69,13 @@ def _thumbnail(image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (MB): VmHWM (reset at exec, unlike ru_maxrss)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024.0
@@ -285,7 +292,13 @@ def _run_dask(todo, settings, cases_dir, base_dir, workers, ex):  # type: ignore
     logging.getLogger("distributed").setLevel(logging.ERROR)
     cluster = None
     if ex["scheduler"]:
-        client = Client(ex["scheduler"], timeout="20s")
+        try:
+            client = Client(ex["scheduler"], timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise InputError(
+                f"cannot connect to the Dask scheduler {ex['scheduler']} ({exc}); check the address "
+                "(tcp://HOST:PORT) and that the scheduler is running, or leave --scheduler out for a local cluster"
+            ) from exc
     else:
         cluster = LocalCluster(
             n_workers=workers,
