@@ -41,7 +41,7 @@ def test_missing_slices_counted_and_located():
 def test_nonuniform_spacing():
     f = check_slice_geometry(_stack([0, 2, 4, 6.5, 8]), AXIAL)
     assert _codes(f) == {"nonuniform_spacing"}
-    assert "median step 2 mm" in f[0].message
+    assert "regular step 2 mm" in f[0].message
 
 
 def test_small_jitter_is_tolerated():
@@ -83,3 +83,38 @@ def test_resample_fills_gap_linearly():
     assert arr[:, 0, 0].tolist() == pytest.approx([0, 10, 20, 30, 40])
     assert np.allclose(aff[:3, 0], [0, 0, 1]) and np.allclose(aff[:3, 1], [0, 0.5, 0])
     assert np.allclose(aff[:3, 2], [0.25, 0, 0]) and np.allclose(aff[:3, 3], [10, 20, 0])
+
+
+def _rotation(a: float, b: float, c: float) -> np.ndarray:
+    ca, sa, cb, sb, cc, sc = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(c), np.sin(c)
+    rz = np.array([[ca, -sa, 0], [sa, ca, 0], [0, 0, 1]])
+    ry = np.array([[cb, 0, sb], [0, 1, 0], [-sb, 0, cb]])
+    rx = np.array([[1, 0, 0], [0, cc, -sc], [0, sc, cc]])
+    return rz @ ry @ rx
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+    angles = st.floats(-np.pi, np.pi, allow_nan=False)
+
+    @settings(max_examples=60, deadline=None, derandomize=True)
+    @given(angles, angles, angles, st.floats(0.5, 6.0), st.integers(4, 40), st.randoms(use_true_random=False))
+    def test_property_regular_stack_any_orientation_and_order(a, b, c, step, n, rnd):
+        r = _rotation(a, b, c)
+        iop = np.concatenate([r[:, 0], r[:, 1]])
+        normal = slice_normal(iop)
+        pos = np.array([10.0, -5.0, 30.0]) + np.outer(np.arange(n) * step, normal)
+        perm = list(range(n))
+        rnd.shuffle(perm)
+        assert check_slice_geometry(pos[perm], iop) == []
+        order, _proj = sort_slices(pos[perm], iop)
+        assert [perm[i] for i in order] == list(range(n))
+        # drop one interior slice: exactly one missing slice is reported
+        k = rnd.randrange(1, n - 1)
+        f = check_slice_geometry(np.delete(pos, k, axis=0), iop)
+        assert [x.code for x in f] == ["missing_slices"] and "1 slice(s) missing" in f[0].message

@@ -10,8 +10,8 @@ code                        meaning                                             
 ``inconsistent_orientation`` ImageOrientationPatient differs between slices            no
 ``inconsistent_pixel_spacing`` PixelSpacing differs between slices                     no
 ``inconsistent_shape``      Rows/Columns differ between slices                        no
-``missing_slices``          a gap of about k times the median step (k >= 2)           yes
-``nonuniform_spacing``      steps differ from the median by more than the tolerance   yes
+``missing_slices``          a gap of about k times the regular step (k >= 2)          yes
+``nonuniform_spacing``      steps differ from the regular step beyond the tolerance   yes
 ``gantry_tilt``             slices are not stacked along the IOP normal (tilt/shear)  yes
 ==========================  ========================================================  ===========
 
@@ -45,7 +45,7 @@ RESAMPLEABLE_CODES = frozenset({"missing_slices", "nonuniform_spacing", "gantry_
 #: Default tolerances.
 POSITION_TOL_MM = 0.01  # two slices closer than this along the normal are duplicates
 ORIENTATION_TOL = 1e-4  # direction cosines that differ by more are inconsistent
-SPACING_REL_TOL = 0.01  # step differences above max(SPACING_ABS_TOL_MM, 1 % of the median step)
+SPACING_REL_TOL = 0.01  # step differences above max(SPACING_ABS_TOL_MM, 1 % of the regular step)
 SPACING_ABS_TOL_MM = 0.01
 TILT_TOL_DEG = 0.01  # angle between the stacking direction and the IOP normal
 
@@ -110,6 +110,26 @@ def _short_list(items: list[str], limit: int = 6) -> str:
     if len(items) <= limit:
         return ", ".join(items)
     return ", ".join(items[:limit]) + f", ... ({len(items) - limit} more)"
+
+
+def _on_multiples(steps: npt.NDArray[np.float64], base: float) -> bool:
+    k = np.rint(steps / base)
+    return bool(np.all(k >= 1) and np.all(np.abs(steps - k * base) <= max(SPACING_ABS_TOL_MM, 0.1 * base)))
+
+
+def _base_step(steps: npt.NDArray[np.float64]) -> float:
+    """The regular slice step of a stack: the median step, unless only the smallest step explains the gaps.
+
+    With few slices the median can fall between the true step and a gap (steps 1, 2 -> 1.5 mm);
+    then the steps near the smallest one give the base.
+    """
+    med = float(np.median(steps))
+    if _on_multiples(steps, med):
+        return float(np.median(steps[np.rint(steps / med) == 1]))
+    smallest = float(steps.min())
+    if _on_multiples(steps, smallest):
+        return float(np.median(steps[np.rint(steps / smallest) == 1]))
+    return med
 
 
 def check_slice_geometry(
@@ -209,10 +229,10 @@ def check_slice_geometry(
     good_steps = steps[steps >= POSITION_TOL_MM]
     if good_steps.size == 0:
         return findings
-    med = float(np.median(good_steps))
+    med = _base_step(good_steps)
     tol = max(SPACING_ABS_TOL_MM, SPACING_REL_TOL * med)
 
-    # Missing slices: a step close to k * median (k >= 2).
+    # Missing slices: a step close to k * regular step (k >= 2).
     ratio = steps / med
     k_int = np.rint(ratio)
     missing = np.flatnonzero((k_int >= 2) & (np.abs(steps - k_int * med) <= max(tol, 0.1 * med)))
@@ -227,7 +247,7 @@ def check_slice_geometry(
             GeometryFinding(
                 "missing_slices",
                 "error",
-                f"{total} slice(s) missing (gap of a whole multiple of the {med:.4g} mm step): "
+                f"{total} slice(s) missing (gap of a whole multiple of the {med:.4g} mm slice step): "
                 + _short_list(where, 4),
             )
         )
@@ -240,7 +260,7 @@ def check_slice_geometry(
             GeometryFinding(
                 "nonuniform_spacing",
                 "error",
-                f"slice spacing is not uniform: median step {med:.4g} mm, {irregular.size} step(s) differ by more "
+                f"slice spacing is not uniform: regular step {med:.4g} mm, {irregular.size} step(s) differ by more "
                 f"than {tol:.3g} mm (min {steps[rest].min():.4g}, max {steps[rest].max():.4g} mm)",
             )
         )
@@ -293,7 +313,8 @@ def resample_to_regular_grid(
     pixel_spacing
         (row spacing, column spacing) in mm.
     step_mm
-        Slice step of the output; default the median of the input steps.
+        Slice step of the output; default the regular step of the input (the median step, or the
+        smallest when the others are whole multiples of it).
 
     Returns
     -------
@@ -312,7 +333,7 @@ def resample_to_regular_grid(
     proj = pos @ normal
     if step_mm is None:
         st = np.diff(proj)
-        step_mm = float(np.median(st[st > POSITION_TOL_MM]))
+        step_mm = _base_step(st[st > POSITION_TOL_MM])
     m = int(np.floor((proj[-1] - proj[0]) / step_mm + 1e-6)) + 1
     targets = proj[0] + step_mm * np.arange(m)
     origin = pos[0]
