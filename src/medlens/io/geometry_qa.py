@@ -3,17 +3,17 @@
 :func:`check_slice_geometry` takes the per-slice ImagePositionPatient / ImageOrientationPatient
 (and optionally pixel spacing and matrix size) and reports what is irregular, never hiding it:
 
-==========================  ========================================================  ===========
-code                        meaning                                                   resampling
-==========================  ========================================================  ===========
-``duplicate_position``      two or more slices at the same position along the normal  no
-``inconsistent_orientation`` ImageOrientationPatient differs between slices            no
-``inconsistent_pixel_spacing`` PixelSpacing differs between slices                     no
-``inconsistent_shape``      Rows/Columns differ between slices                        no
-``missing_slices``          a gap of about k times the regular step (k >= 2)          yes
-``nonuniform_spacing``      steps differ from the regular step beyond the tolerance   yes
-``gantry_tilt``             slices are not stacked along the IOP normal (tilt/shear)  yes
-==========================  ========================================================  ===========
+==============================  ========================================================  ==========
+code                            meaning                                                   resampling
+==============================  ========================================================  ==========
+``duplicate_position``          two or more slices at the same position along the normal  no
+``inconsistent_orientation``    ImageOrientationPatient differs between slices            no
+``inconsistent_pixel_spacing``  PixelSpacing differs between slices                       no
+``inconsistent_shape``          Rows/Columns differ between slices                        no
+``missing_slices``              a gap of about k times the regular step (k >= 2)          yes
+``nonuniform_spacing``          steps differ from the regular step beyond the tolerance   yes
+``gantry_tilt``                 slices are not stacked along the IOP normal (tilt/shear)  yes
+==============================  ========================================================  ==========
 
 The readers use the findings to fail (default) or resample onto a regular grid
 (:func:`resample_to_regular_grid`, linear interpolation between neighbouring slices in world space).
