@@ -54,3 +54,21 @@ def test_convert_unknown_series_is_exit_2(ct_phantom_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error:") and "no series with SeriesInstanceUID 1.2.3" in err
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_info_on_a_volume_file(ct_phantom_dir, capsys):
+    pytest.importorskip("medlens.io.volume_files")
+    assert main(["info", str(ct_phantom_dir / "nifti" / "image" / "phantom.nii.gz"), "--json"]) == 0
+    (series,) = json.loads(capsys.readouterr().out)["series"]
+    assert series["shape"] == [60, 201, 204]
+    assert series["spacing_mm"] == pytest.approx([3.0, 0.977, 0.977], abs=1e-3)
+
+
+def test_info_shows_geometry_findings(ct_phantom_dir, tmp_path, capsys):
+    files = sorted((ct_phantom_dir / "dicom" / "image").glob("*.dcm"))[:8]
+    for i, f in enumerate(files):
+        if i != 4:
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    assert main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[error] missing_slices: 1 slice(s) missing" in out  # rich wraps long lines, not this start
