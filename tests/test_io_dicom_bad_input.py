@@ -345,3 +345,19 @@ def test_image_without_spacing_warns_and_uses_1mm(tmp_path):
     with pytest.warns(GeometryWarning, match="no PixelSpacing or ImagerPixelSpacing; pixel spacing set to 1 mm"):
         img = read_dicom_series(tmp_path / "nospacing.dcm")
     assert img.spacing == (1.0, 1.0)
+
+
+def test_localizer_in_the_series_is_left_out_with_warning(ct_phantom_dir, tmp_path):
+    dss = _phantom_slices(ct_phantom_dir)
+    folder = tmp_path / "scout"
+    _write(folder, dss)
+    scout = dss[0].copy()
+    scout.SOPInstanceUID = "1.2.3.4.5.6.7.9"
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]
+    scout.save_as(folder / "scout.dcm", enforce_file_format=True)
+    with pytest.warns(SkippedInputWarning, match=r"left out 1 localizer image\(s\).*scout\.dcm"):
+        img = read_dicom_series(folder)
+    assert img.shape[0] == N
+    (info,) = list_series(folder)
+    assert info.qa == [] and info.shape == (N, 201, 204)

@@ -601,6 +601,25 @@ def _units_and_factors(records: list[_Slice], source: str) -> tuple[str, list[fl
 # ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
+def _is_localizer(ds: Any) -> bool:
+    image_type = ds.get("ImageType") or []
+    return any(str(v).upper() == "LOCALIZER" for v in image_type)
+
+
+def _drop_localizers(members: list[tuple[Path, Any]], source: str) -> list[tuple[Path, Any]]:
+    """Scout/localizer images stored in the series of the axial slices are left out, with a warning."""
+    scouts = [p for p, ds in members if _is_localizer(ds)]
+    if not scouts or len(scouts) == len(members):
+        return members
+    warnings.warn(
+        f"{source}: left out {len(scouts)} localizer image(s) (ImageType LOCALIZER) of the series: "
+        + ", ".join(str(p) for p in scouts[:5]),
+        SkippedInputWarning,
+        3,
+    )
+    return [(p, ds) for p, ds in members if not _is_localizer(ds)]
+
+
 def _select(
     groups: dict[str, list[tuple[Path, Any]]], series_uid: str | None, source: str
 ) -> tuple[str, list[tuple[Path, Any]]]:
@@ -662,6 +681,7 @@ def read_dicom_series(
     items = _read_all(files, pixels=True)
     groups = _group(items)
     uid, members = _select(groups, series_uid, source)
+    members = _drop_localizers(members, source)
     records = _slice_records(members)
     findings = _qa(records)
     blocking = [f for f in findings if f.severity == "error"]
@@ -836,6 +856,9 @@ def list_series(path: PathLike | Sequence[PathLike]) -> list[SeriesInfo]:
                         break
         else:
             try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", SkippedInputWarning)
+                    members = _drop_localizers(members, source)
                 records = _slice_records(members)
                 findings = _qa(records)
                 info.qa = [f.to_dict() for f in findings]
