@@ -29,6 +29,7 @@ app = typer.Typer(
 _COMMAND_MODULES = [
     "medlens.cli.pipeline_commands",
     "medlens.cli.io_commands",
+    "medlens.cli.mask_commands",
     "medlens.cli.radiomics_commands",
     "medlens.cli.segment_commands",
     "medlens.cli.data_commands",

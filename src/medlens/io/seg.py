@@ -226,7 +226,7 @@ def read_seg(path: PathLike, *, reference: Image, roi: str | None = None) -> Ima
     )
 
 
-def _source_datasets(source: PathLike | Sequence[Any]) -> list[Any]:
+def _source_datasets(source: PathLike | Sequence[Any], series_uid: str | None = None) -> list[Any]:
     import pydicom
     from pydicom.dataset import Dataset
 
@@ -247,8 +247,11 @@ def _source_datasets(source: PathLike | Sequence[Any]) -> list[Any]:
             continue
         if "ImagePositionPatient" in ds and "Rows" in ds and not is_seg(ds):
             out.append(ds)
+    if series_uid is not None:
+        out = [d for d in out if str(getattr(d, "SeriesInstanceUID", "")) == series_uid]
     if not out:
-        raise InputError(f"{source}: no source DICOM image slices found")
+        which = f" of series {series_uid}" if series_uid is not None else ""
+        raise InputError(f"{source}: no source DICOM image slices{which} found")
     series = {str(d.SeriesInstanceUID) for d in out}
     if len(series) > 1:
         raise InputError(f"{source}: the source files hold {len(series)} series; give the files of one series")
@@ -267,6 +270,7 @@ def write_seg(
     series_description: str = "MedLens segmentation",
     property_category: Any = None,
     property_type: Any = None,
+    series_uid: str | None = None,
 ) -> Path:
     """Write boolean mask(s) as a BINARY DICOM SEG referencing the source series (highdicom).
 
@@ -290,6 +294,8 @@ def write_seg(
     property_category, property_type
         Segmented property codes (pydicom ``Code``); default SCT "Morphologically abnormal structure"
         / "Mass".
+    series_uid
+        Keep only the source files of this SeriesInstanceUID (when the folder holds several series).
 
     Raises
     ------
@@ -324,7 +330,7 @@ def write_seg(
         if not m.same_grid(first):
             raise GeometryError(f"masks {next(iter(masks))!r} and {name!r} are on different grids")
 
-    refs = _source_datasets(source_datasets_or_dir)
+    refs = _source_datasets(source_datasets_or_dir, series_uid)
     nz, ny, nx = first.shape
     positions = np.array([[float(v) for v in d.ImagePositionPatient] for d in refs])
     kidx = first.world_to_index(positions)

@@ -1,0 +1,160 @@
+"""DICOM SEG writing/reading (highdicom), dciodvfy validation, label images and read_mask dispatch."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import medlens
+from conftest import need_tool
+from medlens import GeometryError, Image, InputError
+from medlens.io.masks import describe_mask_source, read_mask
+from medlens.io.seg import list_segments, read_seg, write_seg
+from medlens.io.volume_files import read_volume, write_volume
+
+
+@pytest.fixture(scope="module")
+def phantom_ct(ct_phantom_dir: Path) -> Image:
+    return medlens.read_image(ct_phantom_dir / "dicom/image")
+
+
+@pytest.fixture(scope="module")
+def gtv(ct_phantom_dir: Path, phantom_ct: Image) -> Image:
+    lab = read_volume(ct_phantom_dir / "nifti/mask/mask.nii.gz")
+    return phantom_ct.with_array(lab.array != 0)
+
+
+@pytest.fixture(scope="module")
+def seg_file(ct_phantom_dir: Path, gtv: Image, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("seg") / "gtv_seg.dcm"
+    return write_seg(gtv, ct_phantom_dir / "dicom/image", out, segment_label="GTV-1", algorithm_type="AUTOMATIC")
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    tool = need_tool("dciodvfy")
+    proc = subprocess.run([tool, str(path)], capture_output=True, text=True, check=False)
+    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
+
+
+def test_seg_round_trip_equals_mask(seg_file: Path, phantom_ct: Image, gtv: Image) -> None:
+    back = read_seg(seg_file, reference=phantom_ct, roi="GTV-1")
+    assert back.same_grid(phantom_ct)
+    assert np.array_equal(back.array, gtv.array)
+    assert back.meta.extra["mask_source"] == "SEG" and back.meta.units == "mask"
+    # The public dispatcher finds it too, and without roi= for a single segment.
+    assert np.array_equal(medlens.read_mask(seg_file, reference=phantom_ct).array, gtv.array)
+
+
+def test_seg_passes_dciodvfy_and_references_source(seg_file: Path, phantom_ct: Image) -> None:
+    import pydicom
+
+    assert _dciodvfy_errors(seg_file) == []
+    ds = pydicom.dcmread(seg_file)
+    assert ds.SegmentationType == "BINARY"
+    assert ds.FrameOfReferenceUID == phantom_ct.meta.frame_of_reference_uid
+    ref_series = ds.ReferencedSeriesSequence[0]
+    assert ref_series.SeriesInstanceUID == phantom_ct.meta.series_uid
+    referenced = {r.ReferencedSOPInstanceUID for r in ref_series.ReferencedInstanceSequence}
+    assert referenced == set(phantom_ct.meta.sop_instance_uids)
+
+
+def test_seg_multiple_segments_manual(ct_phantom_dir: Path, phantom_ct: Image, gtv: Image, tmp_path: Path) -> None:
+    box = np.zeros(phantom_ct.shape, dtype=bool)
+    box[10:12, 5:9, 100:110] = True
+    out = write_seg(
+        {"GTV-1": gtv, "box": phantom_ct.with_array(box)},
+        ct_phantom_dir / "dicom/image",
+        tmp_path / "two.dcm",
+        algorithm_type="MANUAL",
+    )
+    assert _dciodvfy_errors(out) == []
+    assert list_segments(out) == ["GTV-1", "box"]
+    assert np.array_equal(read_seg(out, reference=phantom_ct, roi="box").array, box)
+    assert np.array_equal(read_seg(out, reference=phantom_ct, roi="GTV-1").array, gtv.array)
+    with pytest.raises(InputError, match="several segments, choose one with roi=LABEL: 'GTV-1', 'box'"):
+        read_seg(out, reference=phantom_ct)
+
+
+def test_seg_unknown_label_lists_available(seg_file: Path, phantom_ct: Image) -> None:
+    with pytest.raises(InputError, match=r"no segment labelled 'liver'; the SEG has: 'GTV-1'"):
+        read_mask(seg_file, reference=phantom_ct, roi="liver")
+
+
+def test_seg_for_another_image_is_geometry_error(seg_file: Path, sts_dir: Path, phantom_ct: Image) -> None:
+    pet = medlens.read_image(sts_dir / "STS_001/PET/image")
+    with pytest.raises(GeometryError, match="Frame of Reference") as info:
+        read_seg(seg_file, reference=pet, roi="GTV-1")
+    assert pet.meta.frame_of_reference_uid in str(info.value)
+    assert phantom_ct.meta.frame_of_reference_uid in str(info.value)
+
+
+def test_seg_on_shifted_grid_is_geometry_error(seg_file: Path, phantom_ct: Image) -> None:
+    aff = np.array(phantom_ct.affine)
+    aff[:3, 3] += aff[:3, 1] * 0.5  # half a row: same frame of reference, other grid
+    moved = Image(phantom_ct.array, aff, phantom_ct.meta)
+    with pytest.raises(GeometryError, match="is not on a slice of the image"):
+        read_seg(seg_file, reference=moved, roi="GTV-1")
+    cropped = Image(phantom_ct.array[:, :100], phantom_ct.affine, phantom_ct.meta)
+    with pytest.raises(GeometryError, match="SEG frames are 201x204 pixels but the image slices are 100x204"):
+        read_seg(seg_file, reference=cropped, roi="GTV-1")
+
+
+def test_write_seg_bad_input(ct_phantom_dir: Path, phantom_ct: Image, gtv: Image, tmp_path: Path) -> None:
+    src = ct_phantom_dir / "dicom/image"
+    out = tmp_path / "bad.dcm"
+    with pytest.raises(InputError, match="empty; an empty DICOM SEG is never written"):
+        write_seg(phantom_ct.with_array(np.zeros(phantom_ct.shape, bool)), src, out, segment_label="e")
+    with pytest.raises(InputError, match="needs segment_label"):
+        write_seg(gtv, src, out)
+    with pytest.raises(InputError, match="must be a boolean Image"):
+        write_seg(phantom_ct, src, out, segment_label="x")
+    with pytest.raises(InputError, match="algorithm_type must be"):
+        write_seg(gtv, src, out, segment_label="x", algorithm_type="GUESSED")
+    other = Image(gtv.array[:30], gtv.affine, gtv.meta)
+    with pytest.raises(GeometryError, match="not on the grid of the source series"):
+        write_seg(other, src, out, segment_label="x")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- label images and dispatch --------------------------------------------------------------------------------------
+
+
+def test_label_image_mask_and_label_selection(phantom_ct: Image, tmp_path: Path) -> None:
+    lab = np.zeros(phantom_ct.shape, dtype=np.uint8)
+    lab[5, 10:12, 10:13] = 1
+    lab[6, 20, 20] = 3
+    p = write_volume(phantom_ct.with_array(lab), tmp_path / "labels.nii.gz")
+    assert read_mask(p, reference=phantom_ct).array.sum() == 7
+    three = read_mask(p, reference=phantom_ct, label=3)
+    assert three.array.sum() == 1 and three.array[6, 20, 20]
+    assert read_mask(p, reference=phantom_ct, roi="1").array.sum() == 6
+    assert describe_mask_source(p) == ("LABEL", ["1", "3"])
+    with pytest.raises(InputError, match=r"has no label 2; labels present: \[1, 3\]"):
+        read_mask(p, reference=phantom_ct, label=2)
+    with pytest.raises(InputError, match=r"ROI names \('GTV'\) apply to RTSTRUCT/SEG"):
+        read_mask(p, reference=phantom_ct, roi="GTV")
+
+
+def test_label_image_on_other_grid_explains_both(ct_phantom_dir: Path, sts_dir: Path) -> None:
+    pet = medlens.read_image(sts_dir / "STS_001/PET/image")
+    with pytest.raises(GeometryError, match="different grid") as info:
+        read_mask(ct_phantom_dir / "nifti/mask/mask.nii.gz", reference=pet)
+    msg = str(info.value)
+    assert "image shape (59, 43, 41)" in msg and "label image shape (60, 201, 204)" in msg
+
+
+def test_read_mask_dispatch_errors(tmp_path: Path, phantom_ct: Image, ct_phantom_dir: Path) -> None:
+    with pytest.raises(InputError, match="no such file or folder"):
+        read_mask(tmp_path / "absent", reference=phantom_ct)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="no RTSTRUCT or DICOM SEG found"):
+        read_mask(tmp_path, reference=phantom_ct)
+    with pytest.raises(medlens.FormatError, match="not a DICOM RTSTRUCT/SEG and not a label image"):
+        read_mask(tmp_path / "notes.txt", reference=phantom_ct)
+    with pytest.raises(InputError, match="label= applies to label images only"):
+        read_mask(ct_phantom_dir / "dicom/mask", reference=phantom_ct, label=1)
+    with pytest.raises(InputError, match="one mask file or folder"):
+        read_mask([tmp_path, tmp_path], reference=phantom_ct)
