@@ -36,7 +36,8 @@ def image_diagnostics(array: np.ndarray, spacing_mm: tuple[float, ...], stage: s
         out[f"img_dim_{a}_{stage}_img"] = float(array.shape[ax])
     for a, ax in _AX.items():
         out[f"vox_dim_{a}_{stage}_img"] = float(spacing_mm[ax])
-    finite = array[np.isfinite(array)]
+    ok = np.isfinite(array)
+    finite = array if ok.all() else array[ok]
     nan = math.nan
     out[f"mean_int_{stage}_img"] = float(finite.mean()) if finite.size else nan
     out[f"min_int_{stage}_img"] = float(finite.min()) if finite.size else nan

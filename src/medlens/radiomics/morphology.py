@@ -97,6 +97,16 @@ def _mvee(points: np.ndarray, tol: float = 1e-4, max_iter: int = 1000) -> tuple[
     return a, c
 
 
+def _max_distance(points: np.ndarray, chunk: int = 1024) -> float:
+    """Largest pairwise distance, in blocks so memory stays O(chunk * n)."""
+    best = 0.0
+    for start in range(0, points.shape[0], chunk):
+        block = points[start : start + chunk]
+        d2 = ((block[:, None, :] - points[None, :, :]) ** 2).sum(axis=2)
+        best = max(best, float(d2.max()))
+    return math.sqrt(best)
+
+
 def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[float, float]:
     """Exact Moran's I and Geary's C with weights ``1 / distance_mm`` over all voxel pairs of ``mask``.
 
@@ -122,18 +132,31 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     y = (x - mu) * m
     shp = m.shape
     # kernel over all offsets -(n-1)..(n-1) per axis, centred at index n-1
-    grids = np.ogrid[tuple(slice(-(s - 1), s) for s in shp)]
-    d2 = sum((g * sp) ** 2 for g, sp in zip(grids, spacing))
-    with np.errstate(divide="ignore"):
-        k = np.where(d2 > 0, 1.0 / np.sqrt(d2), 0.0)
+    full = tuple(2 * s - 1 for s in shp)
+    k = np.zeros(full)
+    for ax, (s, sp) in enumerate(zip(shp, spacing)):
+        g = (np.arange(-(s - 1), s, dtype=np.float64) * sp) ** 2
+        k += g.reshape([-1 if a == ax else 1 for a in range(3)])
+    centre = tuple(s - 1 for s in shp)
+    k[centre] = 1.0
+    np.sqrt(k, out=k)
+    np.divide(1.0, k, out=k)
+    k[centre] = 0.0  # no self-pair
     # A circular convolution of length >= 2n-1 is exact on the "valid" part (offsets n-1..2n-2):
     # the aliased tail of the linear convolution cannot reach it.
     size = [fft.next_fast_len(2 * s - 1, real=True) for s in shp]
     kf = fft.rfftn(k, size)
-    del k, d2
+    del k
     valid = tuple(slice(s - 1, 2 * s - 1) for s in shp)
-    km = fft.irfftn(fft.rfftn(m, size) * kf, size)[valid]
-    ky = fft.irfftn(fft.rfftn(y, size) * kf, size)[valid]
+
+    def corr(a: np.ndarray) -> np.ndarray:
+        spec = fft.rfftn(a, size)
+        spec *= kf  # in place: one spectrum-sized buffer per call
+        return np.ascontiguousarray(fft.irfftn(spec, size)[valid])
+
+    km = corr(m)
+    ky = corr(y)
+    del kf
     w_sum = float(np.sum(m * km))
     ss = float(np.sum(y**2))
     if ss <= 0 or w_sum <= 0:
@@ -172,9 +195,13 @@ def morphology_features(
     out["morph_asphericity"] = _div(area**3, 36.0 * math.pi * vol**2) ** (1.0 / 3.0) - 1.0
 
     spv = np.asarray(sp)
-    pos_m = np.argwhere(morph_mask) * spv
-    pos_i = np.argwhere(int_mask) * spv
-    vals = image[int_mask]
+    # positions (mm) from the bounding box of the morphological mask (the intensity mask lies inside it)
+    bidx = np.nonzero(morph_mask)
+    lo = np.array([int(i.min()) for i in bidx])
+    box = tuple(slice(int(a), int(i.max()) + 1) for a, i in zip(lo, bidx))
+    pos_m = np.stack(bidx, axis=1) * spv
+    pos_i = (np.argwhere(int_mask[box]) + lo) * spv
+    vals = image[box][int_mask[box]]
     if pos_i.shape[0] and float(vals.sum()) != 0:
         com_i = (pos_i * vals[:, None]).sum(axis=0) / float(vals.sum())
         out["morph_com"] = float(np.linalg.norm(pos_m.mean(axis=0) - com_i))
@@ -207,8 +234,7 @@ def morphology_features(
         hv = verts[hull.vertices]
         out["morph_vol_dens_conv_hull"] = _div(vol, float(hull.volume))
         out["morph_area_dens_conv_hull"] = _div(area, float(hull.area))
-        diff = hv[:, None, :] - hv[None, :, :]
-        out["morph_diam"] = float(np.sqrt((diff**2).sum(axis=2).max()))
+        out["morph_diam"] = _max_distance(hv)
         # OMBB approximation: box aligned with the hull vertices' principal axes
         centred = hv - hv.mean(axis=0)
         _, vecs = np.linalg.eigh(np.cov(centred.T))
@@ -225,7 +251,7 @@ def morphology_features(
                 out["morph_vol_dens_mvee"] = _div(vol, 4.0 * math.pi * float(np.prod(semi)) / 3.0)
                 out["morph_area_dens_mvee"] = _div(area, _ellipsoid_area(*(float(s) for s in semi)))
 
-    mi, gc = moran_geary(image, int_mask, sp)
+    mi, gc = moran_geary(image[box], int_mask[box], sp)
     out["morph_moran_i"] = mi
     out["morph_geary_c"] = gc
     return out
