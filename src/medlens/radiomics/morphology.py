@@ -149,13 +149,13 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     del k
     valid = tuple(slice(s - 1, 2 * s - 1) for s in shp)
 
-    def corr(a: np.ndarray) -> np.ndarray:
+    def corr(a: np.ndarray, kernel_spectrum: np.ndarray) -> np.ndarray:
         spec = fft.rfftn(a, size)
-        spec *= kf  # in place: one spectrum-sized buffer per call
+        spec *= kernel_spectrum  # in place: one spectrum-sized buffer per call
         return np.ascontiguousarray(fft.irfftn(spec, size)[valid])
 
-    km = corr(m)
-    ky = corr(y)
+    km = corr(m, kf)
+    ky = corr(y, kf)
     del kf
     w_sum = float(np.sum(m * km))
     ss = float(np.sum(y**2))
