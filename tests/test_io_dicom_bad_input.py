@@ -137,6 +137,7 @@ def test_duplicate_positions_fail_in_both_modes(ct_phantom_dir, tmp_path):
     _write(folder, dss)
     extra = dss[3].copy()
     extra.SOPInstanceUID = "1.2.3.4.5.6.7.8"
+    extra.EchoNumbers = 2
     extra.save_as(folder / "extra.dcm", enforce_file_format=True)
     for mode in ("error", "resample"):
         with pytest.raises(GeometryError) as exc:
@@ -144,6 +145,7 @@ def test_duplicate_positions_fail_in_both_modes(ct_phantom_dir, tmp_path):
         msg = str(exc.value)
         assert "duplicate_position" in msg and "extra.dcm" in msg and "slice_003.dcm" in msg
         assert "resampling cannot repair duplicate_position" in msg
+        assert "the files differ in EchoNumbers (2, absent)" in msg
 
 
 def test_gantry_tilt_errors_then_resamples_onto_orthogonal_grid(ct_phantom_dir, tmp_path):

@@ -620,6 +620,20 @@ def _drop_localizers(members: list[tuple[Path, Any]], source: str) -> list[tuple
     return [(p, ds) for p, ds in members if not _is_localizer(ds)]
 
 
+_STACK_KEYS = ("EchoNumbers", "AcquisitionNumber", "TemporalPositionIdentifier", "DiffusionBValue", "ImageType")
+
+
+def _stack_hint(members: list[tuple[Path, Any]]) -> str:
+    """Name the header attributes that tell mixed stacks apart (echoes, time points, acquisitions)."""
+    parts = []
+    for key in _STACK_KEYS:
+        values = {_text(ds.get(key)) or "absent" for _, ds in members}
+        if len(values) > 1:
+            shown = ", ".join(sorted(str(v) for v in values)[:6])
+            parts.append(f"{key} ({shown})")
+    return f" (the files differ in {'; '.join(parts)})" if parts else ""
+
+
 def _select(
     groups: dict[str, list[tuple[Path, Any]]], series_uid: str | None, source: str
 ) -> tuple[str, list[tuple[Path, Any]]]:
@@ -695,6 +709,7 @@ def read_dicom_series(
                 else "resampling cannot repair "
                 + ", ".join(sorted({f.code for f in blocking if not f.resampleable}))
                 + "; select the files of one acquisition"
+                + _stack_hint(members)
             )
             raise GeometryError(
                 f"{source}: series {uid} has irregular geometry ({len(blocking)} finding(s)): "
