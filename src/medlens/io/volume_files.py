@@ -6,7 +6,8 @@ Conventions converted here and nowhere else:
   ``(i, j, k)`` = ``(x, y, z)`` and an affine to RAS millimetres. Reading transposes the array to
   ``(z, y, x)``, reverses the affine's columns accordingly and negates its first two rows (RAS to
   LPS). The transform is taken the way ITK/SimpleITK takes it, so that both agree on the same
-  file: the **sform** when its code is set (> 0), else the **qform**, else pixdim only; the
+  file (ITK 5.4 rules): the **sform** when its code is 1 (scanner), or when it is set and the
+  qform is not; otherwise the **qform** (also when the sform has shear), else pixdim only; the
   **spacing comes from pixdim** and the direction from the chosen matrix's normalised columns.
   ``scl_slope``/``scl_inter`` are applied on reading (result ``float32``, or ``float64`` for
   ``float64`` data), as ITK does.
@@ -119,6 +120,35 @@ def _orthonormal_columns(m: np.ndarray) -> np.ndarray:
     return m / norms
 
 
+def _sheared(m: np.ndarray) -> bool:
+    d = _orthonormal_columns(m[:3, :3].copy())
+    return bool(np.abs(d.T @ d - np.eye(3)).max() > 1e-4)
+
+
+def _nifti_transform(hdr: Any, sform_code: int, qform_code: int, zooms: np.ndarray, path: Path) -> np.ndarray:
+    """The 4x4 RAS matrix ITK 5.4 uses for this header (determined by experiment, see the tests).
+
+    sform code 1 (scanner anatomical) wins; other sform codes give way to a qform with a code
+    set; a sheared sform (ITK stores rotation and spacing only) gives way to the qform too.
+    """
+    sform = np.asarray(hdr.get_sform(), dtype=np.float64)
+    if sform_code > 0:
+        use_sform = sform_code == 1 or qform_code == 0
+        if use_sform and _sheared(sform):
+            if qform_code == 0:
+                raise FormatError(
+                    f"{path}: the NIfTI sform has shear and there is no qform; MedLens (like ITK) supports "
+                    "rotation and spacing only. Resample the image to an orthogonal grid first"
+                )
+            use_sform = False
+        if use_sform:
+            return sform
+    if qform_code > 0:
+        return np.asarray(hdr.get_qform(), dtype=np.float64)
+    # No transform at all: ITK puts the array axes along +L, +P, +S (identity direction in LPS).
+    return np.diag([-zooms[0], -zooms[1], zooms[2], 1.0])
+
+
 def _read_nifti(path: Path) -> Image:
     nib = _require("nibabel")
     try:
@@ -145,12 +175,7 @@ def _read_nifti(path: Path) -> Image:
     qform_code = int(hdr["qform_code"])
     zooms = np.asarray(hdr["pixdim"][1:4], dtype=np.float64)
     zooms = np.where(zooms > 0, zooms, 1.0)  # ITK/nibabel treat zero pixdim as 1
-    if sform_code > 0:
-        m = np.asarray(hdr.get_sform(), dtype=np.float64)
-    elif qform_code > 0:
-        m = np.asarray(hdr.get_qform(), dtype=np.float64)
-    else:
-        m = np.diag([*zooms, 1.0])
+    m = _nifti_transform(hdr, sform_code, qform_code, zooms, path)
     # ITK keeps the direction of the matrix but takes the spacing from pixdim.
     direction_ras = _orthonormal_columns(m[:3, :3].copy())
     spacing_xyz = zooms.copy()
