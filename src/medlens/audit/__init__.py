@@ -254,8 +254,10 @@ def verify(
             return VerifyResult(False, len(raw_lines), i, "content does not match its hash (edited)")
         if e["seq"] != i:
             return VerifyResult(
-                False, len(raw_lines), i, f"sequence number {e['seq']} found where {i} was expected (deleted, "
-                "inserted or reordered entries)"
+                False,
+                len(raw_lines),
+                i,
+                f"sequence number {e['seq']} found where {i} was expected (deleted, inserted or reordered entries)",
             )
         if e["prev_hash"] != prev:
             return VerifyResult(
@@ -263,8 +265,12 @@ def verify(
             )
         prev = e["hash"]
     if expect_count is not None and n != expect_count:
-        return VerifyResult(False, n, n + 1 if n < expect_count else expect_count + 1,
-                            f"{n} entries found, {expect_count} expected (truncated or extended)")
+        return VerifyResult(
+            False,
+            n,
+            n + 1 if n < expect_count else expect_count + 1,
+            f"{n} entries found, {expect_count} expected (truncated or extended)",
+        )
     if expect_last_hash is not None and prev != expect_last_hash:
         return VerifyResult(False, n, n, "the last entry's hash differs from the one expected (truncated)")
     return VerifyResult(True, n)

@@ -36,7 +36,9 @@ def register(app: typer.Typer) -> None:
     @catalog_app.command("ls")
     def catalog_ls(
         db: Annotated[Path, typer.Option("--db", help="DuckDB catalog file.")] = Path("catalog.duckdb"),
-        modality: Annotated[str | None, typer.Option("--modality", help="Only this modality (CT, PT, RTSTRUCT, ...).")] = None,
+        modality: Annotated[
+            str | None, typer.Option("--modality", help="Only this modality (CT, PT, RTSTRUCT, ...).")
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
     ) -> None:
         """List the catalogued series."""
@@ -67,7 +69,10 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--map", help="Pseudonym map CSV (0600, outside the output).")
         ] = None,
         key_file: Annotated[
-            Path | None, typer.Option("--key-file", help="Secret key for UID/ID pseudonyms (default: random, kept in the map's folder).")
+            Path | None,
+            typer.Option(
+                "--key-file", help="Secret key for UID/ID pseudonyms (default: random, kept in the map's folder)."
+            ),
         ] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow an existing, non-empty output.")] = False,
         audit: Annotated[Path | None, typer.Option("--audit", help="Append an entry to this audit log.")] = None,

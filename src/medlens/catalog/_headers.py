@@ -1,0 +1,233 @@
+"""Reading one DICOM file's header into catalog records (runs inside the scan's worker processes).
+
+Only the tags in :data:`HEADER_TAGS` are kept and parsing stops before the pixel data, so a file
+costs one partial read of its header, whatever its size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+#: DICOMDIR media storage SOP class (PS3.4 Annex F).
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+HEADER_TAGS = [
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "PatientID",
+    "PatientName",
+    "PatientSex",
+    "PatientBirthDate",
+    "PatientAge",
+    "PatientWeight",
+    "PatientSize",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "AccessionNumber",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SeriesDate",
+    "Modality",
+    "BodyPartExamined",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "FrameOfReferenceUID",
+    "ConvolutionKernel",
+    "Units",
+    "BurnedInAnnotation",
+    "StructureSetROISequence",
+    "ReferencedFrameOfReferenceSequence",
+    "SegmentSequence",
+    "ReferencedSeriesSequence",
+]
+
+_PIXEL_TAGS_LE = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00"}
+_PIXEL_TAGS_BE = {b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09"}
+
+
+def _s(v: Any) -> str | None:
+    if v is None:
+        return None
+    s = str(v).strip()
+    return s or None
+
+
+def _f(v: Any) -> float | None:
+    try:
+        return None if v is None or v == "" else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _i(v: Any) -> int | None:
+    try:
+        return None if v is None or v == "" else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _floats(v: Any, n: int) -> list[float] | None:
+    if v is None:
+        return None
+    try:
+        vals = [float(x) for x in v]
+    except (TypeError, ValueError):
+        return None
+    return vals if len(vals) == n else None
+
+
+def _rt_refs(ds: Any) -> list[str]:
+    out: list[str] = []
+    for fr in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
+        for st in fr.get("RTReferencedStudySequence", []) or []:
+            for se in st.get("RTReferencedSeriesSequence", []) or []:
+                uid = _s(se.get("SeriesInstanceUID"))
+                if uid:
+                    out.append(uid)
+    return out
+
+
+def read_header(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
+    """Catalog records of one file.
+
+    Returns
+    -------
+    dict
+        ``file``: (path, size, mtime_ns, status, reason) with status one of ``dicom``, ``dicomdir``,
+        ``not_dicom``, ``bad``; ``instance``: the instance row (or None); ``rois``: ROI rows of an
+        RTSTRUCT/SEG; ``refs``: referenced series UIDs of an RTSTRUCT/SEG.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    rec: dict[str, Any] = {
+        "file": {"path": path, "size": size, "mtime_ns": mtime_ns, "status": "dicom", "reason": None},
+        "instance": None,
+        "rois": [],
+        "refs": [],
+    }
+    try:
+        with open(path, "rb") as fh:
+            try:
+                ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+            except InvalidDicomError:
+                fh.seek(0)
+                try:
+                    ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True)
+                    if "SOPInstanceUID" not in ds or "SeriesInstanceUID" not in ds:
+                        raise InvalidDicomError("no SOP/Series Instance UID")
+                except Exception:
+                    rec["file"].update(status="not_dicom", reason="not a DICOM file (no DICM preamble, no UIDs)")
+                    return rec
+            nxt = fh.read(4)
+        meta = getattr(ds, "file_meta", None)
+        sop_class = _s(ds.get("SOPClassUID")) or _s(meta.get("MediaStorageSOPClassUID") if meta else None)
+        if sop_class == DICOMDIR_SOP_CLASS or os.path.basename(path).upper() == "DICOMDIR":
+            rec["file"].update(status="dicomdir", reason="DICOMDIR (a media index, not an instance)")
+            return rec
+        missing = [k for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID") if not _s(ds.get(k))]
+        if missing:
+            rec["file"].update(status="bad", reason="missing required attribute(s): " + ", ".join(missing))
+            return rec
+        modality = _s(ds.get("Modality"))
+        ipp = _floats(ds.get("ImagePositionPatient"), 3)
+        iop = _floats(ds.get("ImageOrientationPatient"), 6)
+        ps = _floats(ds.get("PixelSpacing"), 2)
+        ts = _s(meta.get("TransferSyntaxUID")) if meta is not None else None
+        series_uid = _s(ds.SeriesInstanceUID)
+        sop_uid = _s(ds.SOPInstanceUID)
+        rec["instance"] = {
+            "path": path,
+            "size": size,
+            "mtime_ns": mtime_ns,
+            "sop_instance_uid": sop_uid,
+            "sop_class_uid": sop_class,
+            "transfer_syntax_uid": ts,
+            "patient_id": _s(ds.get("PatientID")),
+            "patient_name": _s(ds.get("PatientName")),
+            "patient_sex": _s(ds.get("PatientSex")),
+            "patient_birth_date": _s(ds.get("PatientBirthDate")),
+            "patient_age": _s(ds.get("PatientAge")),
+            "patient_weight_kg": _f(ds.get("PatientWeight")),
+            "patient_size_m": _f(ds.get("PatientSize")),
+            "study_uid": _s(ds.StudyInstanceUID),
+            "study_date": _s(ds.get("StudyDate")),
+            "study_description": _s(ds.get("StudyDescription")),
+            "accession_number": _s(ds.get("AccessionNumber")),
+            "series_uid": series_uid,
+            "series_number": _i(ds.get("SeriesNumber")),
+            "series_description": _s(ds.get("SeriesDescription")),
+            "modality": modality,
+            "body_part": _s(ds.get("BodyPartExamined")),
+            "manufacturer": _s(ds.get("Manufacturer")),
+            "manufacturer_model": _s(ds.get("ManufacturerModelName")),
+            "convolution_kernel": _s(ds.get("ConvolutionKernel")),
+            "units": _s(ds.get("Units")),
+            "instance_number": _i(ds.get("InstanceNumber")),
+            "frame_of_reference_uid": _s(ds.get("FrameOfReferenceUID")),
+            "ipp_x": ipp[0] if ipp else None,
+            "ipp_y": ipp[1] if ipp else None,
+            "ipp_z": ipp[2] if ipp else None,
+            "iop": json.dumps(iop) if iop else None,
+            "pixel_spacing_row": ps[0] if ps else None,
+            "pixel_spacing_col": ps[1] if ps else None,
+            "slice_thickness": _f(ds.get("SliceThickness")),
+            "rows": _i(ds.get("Rows")),
+            "columns": _i(ds.get("Columns")),
+            "n_frames": _i(ds.get("NumberOfFrames")),
+            "has_pixels": nxt in _PIXEL_TAGS_LE or nxt in _PIXEL_TAGS_BE,
+            "burned_in_annotation": _s(ds.get("BurnedInAnnotation")),
+        }
+        if modality == "RTSTRUCT":
+            for roi in ds.get("StructureSetROISequence", []) or []:
+                rec["rois"].append(
+                    {
+                        "sop_instance_uid": sop_uid,
+                        "series_uid": series_uid,
+                        "roi_number": _i(roi.get("ROINumber")),
+                        "roi_name": _s(roi.get("ROIName")),
+                    }
+                )
+            refs = _rt_refs(ds)
+        elif modality == "SEG":
+            for seg in ds.get("SegmentSequence", []) or []:
+                rec["rois"].append(
+                    {
+                        "sop_instance_uid": sop_uid,
+                        "series_uid": series_uid,
+                        "roi_number": _i(seg.get("SegmentNumber")),
+                        "roi_name": _s(seg.get("SegmentLabel")),
+                    }
+                )
+            refs = [
+                u for u in (_s(s.get("SeriesInstanceUID")) for s in ds.get("ReferencedSeriesSequence", []) or []) if u
+            ]
+        else:
+            refs = []
+        rec["refs"] = [
+            {"sop_instance_uid": sop_uid, "series_uid": series_uid, "referenced_series_uid": r}
+            for r in dict.fromkeys(refs)
+        ]
+    except Exception as exc:  # one bad file never stops a scan: it is listed with the reason
+        rec["file"].update(status="bad", reason=f"{type(exc).__name__}: {exc}"[:500])
+        rec["instance"], rec["rois"], rec["refs"] = None, [], []
+    return rec
+
+
+def read_headers(items: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    """:func:`read_header` over a batch (one Dask partition)."""
+    return [read_header(p, s, m) for p, s, m in items]
