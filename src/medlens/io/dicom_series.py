@@ -43,6 +43,7 @@ from medlens.core.errors import (
     SkippedInputWarning,
 )
 from medlens.core.image import Image, ImageMeta, Units
+from medlens.io._dicom_header import header
 from medlens.io.geometry_qa import (
     GeometryFinding,
     check_slice_geometry,
@@ -110,16 +111,24 @@ def _collect_files(path: PathLike | Sequence[PathLike]) -> tuple[list[Path], str
     return found, f"{len(items)} files under {common}" if len(items) > 1 else str(items[0])
 
 
-def _native_pixel_bytes(ds: Any) -> int | None:
+def _nframes(h: dict[str, Any]) -> int:
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.BitsAllocated)
-        spp = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
+        return int(h["NumberOfFrames"] or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _native_pixel_bytes(ds: Any) -> int | None:
+    h = header(ds)
+    try:
+        rows, cols = int(h["Rows"]), int(h["Columns"])
+        bits = int(h["BitsAllocated"])
+        spp = int(h["SamplesPerPixel"] or 1)
+        frames = _nframes(h)
+    except (TypeError, ValueError):
         return None
     n = rows * cols * spp * frames
-    if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+    if h["PhotometricInterpretation"] == "YBR_FULL_422":
         n = rows * cols * 2 * frames  # chroma subsampled horizontally
     return (n + 7) // 8 if bits == 1 else n * (bits // 8)
 
@@ -150,7 +159,8 @@ def _read_one(path: Path, *, pixels: bool) -> tuple[Path, Any, str | None]:
     media_sop = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
     if media_sop == _DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
         return path, None, "a DICOMDIR index, not an image"
-    if "SeriesInstanceUID" not in ds and "Rows" not in ds:
+    h = header(ds)
+    if h["SeriesInstanceUID"] is None and h["Rows"] is None:
         return path, None, "no SeriesInstanceUID and no image (not a DICOM image object)"
     if pixels and "PixelData" in ds:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -190,16 +200,16 @@ def _read_all(files: list[Path], *, pixels: bool) -> list[tuple[Path, Any]]:
 
 
 def _is_image(ds: Any) -> bool:
-    mod = str(ds.get("Modality", "") or "").upper()
-    if mod in NON_IMAGE_MODALITIES:
+    h = header(ds)
+    if str(h["Modality"] or "").upper() in NON_IMAGE_MODALITIES:
         return False
-    return "Rows" in ds and "Columns" in ds
+    return h["Rows"] is not None and h["Columns"] is not None
 
 
 def _group(items: list[tuple[Path, Any]]) -> dict[str, list[tuple[Path, Any]]]:
     groups: dict[str, list[tuple[Path, Any]]] = {}
     for p, ds in items:
-        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or _NO_UID), []).append((p, ds))
+        groups.setdefault(header(ds)["SeriesInstanceUID"] or _NO_UID, []).append((p, ds))
     return groups
 
 
@@ -243,6 +253,10 @@ def _float(value: Any, default: float | None) -> float | None:
         return default
 
 
+def _first(values: list[float] | None, default: float | None) -> float | None:
+    return float(values[0]) if values else default
+
+
 def _group_attr(groups: Sequence[Any], seq_name: str, attr: str) -> Any:
     for g in groups:
         if g is None:
@@ -258,7 +272,7 @@ def _group_attr(groups: Sequence[Any], seq_name: str, attr: str) -> Any:
 def _slice_records(members: list[tuple[Path, Any]]) -> list[_Slice]:
     """One record per 2D slice (per file, or per frame of an enhanced multi-frame object)."""
     out: list[_Slice] = []
-    multi = [(p, ds) for p, ds in members if int(ds.get("NumberOfFrames", 1) or 1) > 1]
+    multi = [(p, ds) for p, ds in members if _nframes(header(ds)) > 1]
     if multi and len(members) > 1:
         raise FormatError(
             f"series {members[0][1].get('SeriesInstanceUID', '')} mixes {len(multi)} multi-frame object(s) with "
@@ -266,8 +280,8 @@ def _slice_records(members: list[tuple[Path, Any]]) -> list[_Slice]:
             "pass one file"
         )
     for p, ds in members:
-        nframes = int(ds.get("NumberOfFrames", 1) or 1)
-        shape = (int(ds.Rows), int(ds.Columns))
+        nframes = _nframes(header(ds))
+        shape = (int(header(ds)["Rows"]), int(header(ds)["Columns"]))
         top_ps = ds.get("PixelSpacing")
         if nframes > 1 or "PerFrameFunctionalGroupsSequence" in ds:
             shared_seq = ds.get("SharedFunctionalGroupsSequence")
@@ -313,19 +327,20 @@ def _slice_records(members: list[tuple[Path, Any]]) -> list[_Slice]:
                     )
                 )
         else:
-            ps = _floats(top_ps, 2)
+            h = header(ds)
+            ps = _floats(h["PixelSpacing"], 2)
             out.append(
                 _Slice(
                     name=str(p),
                     ds=ds,
                     frame=None,
-                    position=_floats(ds.get("ImagePositionPatient"), 3),
-                    orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+                    position=_floats(h["ImagePositionPatient"], 3),
+                    orientation=_floats(h["ImageOrientationPatient"], 6),
                     pixel_spacing=(float(ps[0]), float(ps[1])) if ps is not None else None,
                     shape=shape,
-                    slope=_float(ds.get("RescaleSlope"), 1.0) or 1.0,
-                    intercept=_float(ds.get("RescaleIntercept"), 0.0) or 0.0,
-                    thickness=_float(ds.get("SliceThickness"), None),
+                    slope=_first(h["RescaleSlope"], 1.0) or 1.0,
+                    intercept=_first(h["RescaleIntercept"], 0.0) or 0.0,
+                    thickness=_first(h["SliceThickness"], None),
                 )
             )
     return out
@@ -467,11 +482,12 @@ def _fast_native(ds: Any) -> npt.NDArray[Any] | None:
         ts = str(ds.file_meta.TransferSyntaxUID)
         if ts not in _NATIVE_LE or "PixelData" not in ds:
             return None
-        if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        h = header(ds)
+        if int(h["SamplesPerPixel"] or 1) != 1 or _nframes(h) != 1:
             return None
-        ba, bs = int(ds.BitsAllocated), int(ds.BitsStored)
-        signed = int(ds.PixelRepresentation) == 1
-        rows, cols = int(ds.Rows), int(ds.Columns)
+        ba, bs = int(h["BitsAllocated"]), int(h["BitsStored"])
+        signed = int(h["PixelRepresentation"]) == 1
+        rows, cols = int(h["Rows"]), int(h["Columns"])
     except (AttributeError, TypeError, ValueError):
         return None
     if ba not in (8, 16, 32) or not 0 < bs <= ba:
@@ -602,8 +618,7 @@ def _units_and_factors(records: list[_Slice], source: str) -> tuple[str, list[fl
 # Public API
 # ---------------------------------------------------------------------------------------------
 def _is_localizer(ds: Any) -> bool:
-    image_type = ds.get("ImageType") or []
-    return any(str(v).upper() == "LOCALIZER" for v in image_type)
+    return any(v.upper() == "LOCALIZER" for v in header(ds)["ImageType"] or [])
 
 
 def _drop_localizers(members: list[tuple[Path, Any]], source: str) -> list[tuple[Path, Any]]:
@@ -745,7 +760,7 @@ def read_dicom_series(
     ds0 = records[0].ds
     sops: list[str] = []
     for r in records:
-        s = str(r.ds.get("SOPInstanceUID", "") or "")
+        s = header(r.ds)["SOPInstanceUID"] or ""
         if not sops or r.frame is None:
             sops.append(s)
     meta = ImageMeta(
