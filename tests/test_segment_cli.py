@@ -105,3 +105,17 @@ def test_segment_cli_unet_on_real_pet(sts_dir, tmp_path, capsys):
     assert "unet:" in capsys.readouterr().out
     m = medlens.read_image(out)
     assert m.array.max() == 1 and m.array.sum() > 50
+
+
+def test_segment_cli_writes_dicom_seg(sts_dir, tmp_path, capsys):
+    pet_dir = sts_dir / "STS_050" / "PET" / "image"
+    seg = tmp_path / "lesion.dcm"
+    nii = tmp_path / "lesion.nii.gz"
+    args = ["--method", "suv-threshold", "--seed-index", "28,15,16", "--search-radius-mm", "40"]
+    assert main(["segment", str(pet_dir), *args, "--out", str(seg)]) == 0
+    assert main(["segment", str(pet_dir), *args, "--out", str(nii)]) == 0
+    pet = medlens.read_image(pet_dir)
+    back = medlens.read_mask(seg, reference=pet)
+    ref = medlens.read_image(nii)
+    assert back.array.sum() > 0
+    assert np.array_equal(back.array, ref.array > 0)

@@ -33,23 +33,32 @@ def _triple(text: str | None, name: str, cast: Any) -> tuple | None:
     return vals
 
 
-def _write_mask(mask: Any, out: Path, reference: Any, source: Path) -> None:
+def _write_mask(mask: Any, out: Path, source: Path, method: str) -> None:
     import numpy as np
 
-    from medlens.core.errors import ProcessingError
+    from medlens.core.errors import InputError, ProcessingError
 
     name = out.name.lower()
-    if name.endswith(".dcm") or name.endswith(".seg"):
+    if name.endswith(".dcm"):
         if not np.any(mask.array):
             raise ProcessingError(f"the mask is empty; refusing to write an empty DICOM SEG to {out}")
-        try:
-            from medlens.io.masks import write_seg
-        except ImportError as exc:
-            from medlens.core.errors import MissingDependencyError
+        from medlens.io.api import volume_suffix
 
-            raise MissingDependencyError("DICOM SEG writing (medlens.io.masks.write_seg) is not available") from exc
+        if volume_suffix(source) is not None:
+            raise InputError(
+                f"DICOM SEG output needs a DICOM source series; {source} is a volume file. Write .nii.gz instead"
+            )
+        from medlens.io.seg import write_seg
+
         m = mask if mask.is_mask else mask.with_array(mask.array > 0)
-        write_seg(m, out, reference=reference, source=source)  # type: ignore[call-arg]
+        write_seg(
+            m,
+            source,
+            out,
+            segment_label=f"MedLens {method}",
+            algorithm_type="SEMIAUTOMATIC" if method not in ("otsu", "multi-otsu", "lungs", "unet") else "AUTOMATIC",
+            algorithm_name=f"MedLens {method}",
+        )
         return
     from medlens.io.api import write_image
 
@@ -120,7 +129,7 @@ def register(app: typer.Typer) -> None:
                 mask = classic.opening(mask, radius_mm=opening_mm)
             if closing_mm:
                 mask = classic.closing(mask, radius_mm=closing_mm)
-        _write_mask(mask, out, img, image)
+        _write_mask(mask, out, image, method.value)
         n = int(np.count_nonzero(mask.array))
         typer.echo(f"{method.value}: {n} voxels ({n * img.voxel_volume_mm3 / 1000.0:.2f} ml) -> {out}")
 
