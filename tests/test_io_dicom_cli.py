@@ -72,3 +72,8 @@ def test_info_shows_geometry_findings(ct_phantom_dir, tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[error] missing_slices: 1 slice(s) missing" in out  # rich wraps long lines, not this start
+
+
+def test_convert_unknown_output_suffix_is_exit_3(ct_phantom_dir, tmp_path, capsys):
+    assert main(["convert", str(ct_phantom_dir / "dicom" / "image"), str(tmp_path / "ct.xyz")]) == 3
+    assert "cannot tell the output format" in capsys.readouterr().err

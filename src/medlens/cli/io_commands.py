@@ -121,8 +121,13 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Convert an image (e.g. a DICOM series) to NIfTI/NRRD/MHA."""
-        from medlens.io.api import read_image, write_image
+        from medlens.core.errors import FormatError
+        from medlens.io.api import VOLUME_SUFFIXES, read_image, volume_suffix, write_image
 
+        if volume_suffix(out) is None:  # fail before reading a whole series
+            raise FormatError(
+                f"{out}: cannot tell the output format from the name; use one of {', '.join(VOLUME_SUFFIXES)}"
+            )
         img = read_image(inp, series_uid=series, on_irregular="resample" if resample_irregular else "error")
         written = write_image(img, out)
         typer.echo(
