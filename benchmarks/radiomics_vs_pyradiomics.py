@@ -153,18 +153,57 @@ def _sts_cases(n: int, tmp: Path) -> list[tuple[str, Path, Path]]:
     return out
 
 
+def _large_case(tmp: Path) -> tuple[str, Path, Path]:
+    """A synthetic 512x512x300 CT (noise, 1.5 x 0.8 x 0.8 mm) with a 2.2-million-voxel ellipsoid ROI."""
+    import numpy as np
+
+    import medlens
+
+    rng = np.random.default_rng(0)
+    shape = (300, 512, 512)
+    arr = np.empty(shape, np.float32)
+    msk = np.empty(shape, bool)
+    yy, xx = np.ogrid[:512, :512]
+    for i in range(shape[0]):
+        arr[i] = rng.normal(0.0, 50.0, shape[1:])
+        msk[i] = ((i - 150) * 1.5) ** 2 + ((yy - 256) * 0.8) ** 2 + ((xx - 256) * 0.8) ** 2 <= 80.0**2
+    sp = (1.5, 0.8, 0.8)
+    ip, mp = tmp / "large_img.nii", tmp / "large_mask.nii"
+    medlens.write_image(medlens.Image.from_array(arr, spacing=sp), ip)
+    medlens.write_image(medlens.Image.from_array(msk.astype(np.uint8), spacing=sp), mp)
+    return (f"synthetic 512x512x300 CT ({int(msk.sum())} vox)", ip, mp)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         _worker(sys.argv[2], sys.argv[3], sys.argv[4])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--prepare":
+        # inputs are prepared in a child so the parent stays small: a forked child's peak RSS
+        # starts at the parent's size, which would inflate every measurement
+        tmp, n_sts, large = Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+        prepared = _sts_cases(n_sts, tmp) if n_sts > 0 else []
+        if large:
+            prepared.append(_large_case(tmp))
+        print(json.dumps([[name, str(i), str(m)] for name, i, m in prepared]))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sts", type=int, default=3, help="number of (largest) STS CT tumours")
+    ap.add_argument("--large", action="store_true", help="add a synthetic 512x512x300 CT with a large ROI")
     args = ap.parse_args()
     ct = DATA / "ibsi1" / "ct_phantom" / "nifti"
     with tempfile.TemporaryDirectory() as td:
         cases = [("IBSI CT phantom GTV", ct / "image" / "phantom.nii.gz", ct / "mask" / "mask.nii.gz")]
-        if args.sts > 0:
-            cases += _sts_cases(args.sts, Path(td))
+        if args.sts > 0 or args.large:
+            prep = subprocess.run(
+                [sys.executable, __file__, "--prepare", td, str(args.sts), "1" if args.large else "0"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            for line in prep.stdout.splitlines()[:-1]:
+                print(line)
+            cases += [(n, Path(i), Path(m)) for n, i, m in json.loads(prep.stdout.splitlines()[-1])]
         print(
             f"{'case':36s} {'tool':10s} {'extract s':>9s} {'process s':>9s} {'peak MB':>8s} {'#feat':>6s}"
             "   time ratio (pyrad/medlens)   shared features within 1% / compared"

@@ -36,10 +36,13 @@ def image_diagnostics(array: np.ndarray, spacing_mm: tuple[float, ...], stage: s
         out[f"img_dim_{a}_{stage}_img"] = float(array.shape[ax])
     for a, ax in _AX.items():
         out[f"vox_dim_{a}_{stage}_img"] = float(spacing_mm[ax])
-    ok = np.isfinite(array)
-    finite = array if ok.all() else array[ok]
+    finite = array
+    if array.dtype.kind == "f":
+        ok = np.isfinite(array)
+        if not ok.all():
+            finite = array[ok]
     nan = math.nan
-    out[f"mean_int_{stage}_img"] = float(finite.mean()) if finite.size else nan
+    out[f"mean_int_{stage}_img"] = float(finite.mean(dtype=np.float64)) if finite.size else nan
     out[f"min_int_{stage}_img"] = float(finite.min()) if finite.size else nan
     out[f"max_int_{stage}_img"] = float(finite.max()) if finite.size else nan
     return out
@@ -52,11 +55,22 @@ def _bb(mask: np.ndarray) -> list[float]:
     return [float(idx[ax].max() - idx[ax].min() + 1) for ax in range(3)]
 
 
-def roi_diagnostics(array: np.ndarray, int_mask: np.ndarray, morph_mask: np.ndarray, stage: str) -> dict[str, float]:
-    """ROI diagnostic tags (``int_mask_*``, ``morph_mask_*``) at ``stage`` (``init``/``interp``/``reseg``)."""
+def roi_diagnostics(
+    array: np.ndarray,
+    int_mask: np.ndarray,
+    morph_mask: np.ndarray,
+    stage: str,
+    *,
+    full_shape: tuple[int, ...] | None = None,
+) -> dict[str, float]:
+    """ROI diagnostic tags (``int_mask_*``, ``morph_mask_*``) at ``stage`` (``init``/``interp``/``reseg``).
+
+    The arrays may be a crop holding the whole ROI; ``full_shape`` is then the mask's grid shape.
+    """
     out: dict[str, float] = {}
+    shape = full_shape if full_shape is not None else int_mask.shape
     for a, ax in _AX.items():
-        out[f"int_mask_dim_{a}_{stage}_roi"] = float(int_mask.shape[ax])
+        out[f"int_mask_dim_{a}_{stage}_roi"] = float(shape[ax])
     bb_i = _bb(int_mask)
     bb_m = _bb(morph_mask)
     for a, ax in _AX.items():
