@@ -272,3 +272,21 @@ def test_cli_bad_preset_and_cases(tmp_path: Path, digital_phantom_dir: Path, cap
     cases.write_text("img,mask\na,b\n")
     assert main(["features-batch", str(cases), "--out", str(tmp_path / "t.csv")]) == 2
     assert "missing column(s) ['image']" in capsys.readouterr().err
+
+
+def test_features_do_not_depend_on_image_extent_beyond_the_roi() -> None:
+    """Padding the scan far from the ROI changes the image diagnostics only (features use the ROI box)."""
+    m = _ball((16, 30, 30), r=6.0)  # >= 8 mm from every edge: the 1 cm^3 sphere (r 6.2 mm) stays inside
+    img, msk = _pair(m, spacing=(2.0, 1.0, 1.0))
+    pad = ((3, 4), (20, 10), (15, 25))
+    big_img = Image.from_array(np.pad(img.array, pad), spacing=(2.0, 1.0, 1.0), origin=(-6.0, -20.0, -15.0))
+    big_msk = Image.from_array(np.pad(msk.array, pad), spacing=(2.0, 1.0, 1.0), origin=(-6.0, -20.0, -15.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = extract(img, msk, NO_TEXTURE)
+        large = extract(big_img, big_msk, NO_TEXTURE)
+    feats = [k for k in small if not k.endswith(("_img", "_roi"))]
+    assert len(feats) > 70
+    for k in feats:
+        assert np.isclose(small[k], large[k], rtol=1e-9, equal_nan=True), (k, small[k], large[k])
+    assert large["img_dim_x_init_img"] == 30 + 40 and large["int_mask_dim_x_init_roi"] == 70
