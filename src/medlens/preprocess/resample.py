@@ -54,7 +54,7 @@ def _target_spacing(image: Image, spacing_mm: float | Sequence[float], in_plane_
 
 
 def ibsi_grid(
-    shape: Sequence[int], spacing_mm: Sequence[float], new_spacing_mm: Sequence[float]
+    shape: Sequence[int], spacing_mm: Sequence[float] | np.ndarray, new_spacing_mm: Sequence[float] | np.ndarray
 ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
     """The IBSI centre-aligned grid.
 

@@ -208,8 +208,8 @@ def process(image: Image, mask: Image, settings: RadiomicsSettings) -> Processed
         img_r = resample(
             image,
             sp,
-            order=interp.order,
-            in_plane_only=interp.in_plane_only,  # type: ignore[arg-type]
+            order=interp.order,  # type: ignore[arg-type]
+            in_plane_only=interp.in_plane_only,
             round_intensities=interp.round_intensities,
         )
         msk_r = resample_mask(
@@ -263,7 +263,7 @@ def process(image: Image, mask: Image, settings: RadiomicsSettings) -> Processed
         grey[int_mask] = lev
     return ProcessedROI(
         image=arr,
-        spacing_mm=spacing,
+        spacing_mm=spacing,  # type: ignore[arg-type]
         morph_mask=morph,
         int_mask=int_mask,
         grey=grey,  # type: ignore[arg-type]
