@@ -199,7 +199,8 @@ def test_moran_geary_match_the_pairwise_definition() -> None:
     n = x.size
     mi_ref = n / w.sum() * (w * np.outer(y, y)).sum() / (y**2).sum()
     gc_ref = (n - 1) * (w * (x[:, None] - x[None]) ** 2).sum() / (2 * w.sum() * (y**2).sum())
-    assert mi == pytest.approx(mi_ref, rel=1e-9) and gc == pytest.approx(gc_ref, rel=1e-9)
+    # the FFTs run in single precision: agreement to 1e-5 relative (IBSI tolerances are ~1e-3)
+    assert mi == pytest.approx(mi_ref, rel=1e-5) and gc == pytest.approx(gc_ref, rel=1e-5)
 
 
 def test_sphere_morphology() -> None:
