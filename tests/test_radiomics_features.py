@@ -291,3 +291,17 @@ def test_features_do_not_depend_on_image_extent_beyond_the_roi() -> None:
     for k in feats:
         assert np.isclose(small[k], large[k], rtol=1e-9, equal_nan=True), (k, small[k], large[k])
     assert large["img_dim_x_init_img"] == 30 + 40 and large["int_mask_dim_x_init_roi"] == 70
+
+
+def test_cli_features_from_dicom_rtstruct(tmp_path: Path, ct_phantom_dir: Path, capsys) -> None:
+    pytest.importorskip("medlens.io.masks", reason="RTSTRUCT reading (medlens.io.masks) is not available yet")
+    from medlens.cli import main
+
+    out = tmp_path / "f.csv"
+    args = ["features", str(ct_phantom_dir / "dicom" / "image"), str(ct_phantom_dir / "dicom" / "mask")]
+    assert main([*args, "--roi", "GTV-1", "--preset", "ibsi-a", "--out", str(out)]) == 0, capsys.readouterr().err
+    row = next(csv.DictReader(out.open()))
+    # IBSI config A: morph_volume 358000 +- 5000 mm^3, int_mask_vox_count_reseg_roi 114596 +- 1000
+    assert abs(float(row["morph_volume"]) - 358000) <= 5000
+    assert abs(float(row["int_mask_vox_count_reseg_roi"]) - 114596) <= 1000
+    assert row["roi"] == "GTV-1" and row["preset"] == "ibsi-a"
