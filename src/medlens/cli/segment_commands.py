@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
         img = read_image(image)
         si = _triple(seed_index, "--seed-index", int)
         sm = _triple(seed_mm, "--seed-mm", float)
-        seeds = {"seed_index": si, "seed_mm": sm}
+        seeds: dict[str, Any] = {"seed_index": si, "seed_mm": sm}
         if method is Method.otsu:
             mask = classic.otsu(img)
         elif method is Method.multi_otsu:

@@ -87,7 +87,7 @@ def predict_probability(
         logits = sliding_window_inference(
             x, roi_size=config.roi_size, sw_batch_size=sw_batch_size, predictor=predictor, overlap=overlap
         )
-        prob = torch.sigmoid(logits).numpy()
+        prob = torch.sigmoid(logits).numpy()  # type: ignore[arg-type]
     if config.spatial_dims == 2:
         out = prob[:, 0]
         return out[0] if image.ndim == 2 else out

@@ -69,7 +69,7 @@ def _crop(x: np.ndarray, y: np.ndarray, size: Sequence[int], centre: np.ndarray 
         else:
             st = int(rng.integers(0, hi + 1))
         starts.append(int(np.clip(st, 0, hi)))
-    sl = (Ellipsis, *[slice(a, a + s) for a, s in zip(starts, size)])
+    sl: tuple[Any, ...] = (Ellipsis, *[slice(a, a + s) for a, s in zip(starts, size)])
     return x[sl], y[sl]
 
 
