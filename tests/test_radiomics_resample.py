@@ -116,3 +116,11 @@ def test_ibsi_grid_covers_original_extent(n: int, sp: float, new: float) -> None
     assert m * new >= n * sp - 1e-6  # never smaller than the original
     centre_new = start[0] + (m - 1) / 2.0 * step[0]
     assert np.isclose(centre_new, (n - 1) / 2.0)
+
+
+def test_resample_2d_image_keeps_its_plane() -> None:
+    img = Image.from_array(np.arange(30.0).reshape(5, 6), spacing=(0.8, 0.6), origin=(1.0, 2.0, 3.0))
+    out = resample(img, (0.4, 0.4))
+    assert out.ndim == 2 and out.shape == (10, 9)
+    assert np.allclose(_centre(out), _centre(img))
+    assert np.allclose(out.affine[:3, 2], img.affine[:3, 2])  # slice normal unchanged
