@@ -27,10 +27,10 @@ def _config(tmp: Path, data: Path, *, sts: bool, cases: int | None, workers: int
     from medlens.pipeline.demo import DEMO_CONFIG
 
     if sts:
-        cfg = yaml.safe_load(
-            (Path(__file__).resolve().parents[1] / "examples" / "sts-lung-metastasis.yaml").read_text()
-        )
+        examples = Path(__file__).resolve().parents[1] / "examples"
+        cfg = yaml.safe_load((examples / "sts-lung-metastasis.yaml").read_text())
         cfg.pop("output", None)
+        cfg["radiomics"]["settings"] = str(examples / cfg["radiomics"]["settings"])
     else:
         cfg = copy.deepcopy(DEMO_CONFIG)
     cfg["cohort"]["outcome"] = None
@@ -66,6 +66,7 @@ def measure(data: Path, *, sts: bool, cases: int | None, workers: int) -> dict:
         "cases_per_min": 60.0 * len(summary.results) / summary.wall_s,
         "stage_s": stage,
         "peak_rss_mb_per_worker": sorted(peak.values()),
+        "first_error": next((r["error"] for r in summary.results if r["status"] != "ok"), None),
     }
 
 
@@ -108,7 +109,7 @@ def main() -> None:
         f"{', '.join(f'{v:.0f}' for v in rows[1]['peak_rss_mb_per_worker']):>14s}"
     )
     if any(r["failed"] for r in rows):
-        print(f"failed cases: {[r['failed'] for r in rows]}")
+        print(f"failed cases: {[r['failed'] for r in rows]}; first error: {rows[0]['first_error']}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -141,3 +141,22 @@ def test_examples_validate_and_demo_yaml_matches_demo(tmp_path: Path) -> None:
     sts = load_config(REPO / "examples" / "sts-lung-metastasis.yaml", data_dir=tmp_path)
     assert sts.section("mask")["roi"] == "GTV_Mass_PET"
     assert sts.section("cohort")["outcome"] == "lung_metastasis"
+
+
+def test_missing_settings_file_is_named(tmp_path: Path, demo_data: Path) -> None:
+    with pytest.raises(InputError, match=r"radiomics.settings file .*nope.yaml not found"):
+        load_config(_write(tmp_path, _cfg(radiomics={"settings": "nope.yaml"})), data_dir=demo_data)
+
+
+def test_settings_file_is_hashed_by_content(tmp_path: Path, demo_data: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "rad.yaml").write_text("name: x\n")
+    cfg = load_config(_write(tmp_path / "a", _cfg(radiomics={"settings": "rad.yaml"})), data_dir=demo_data)
+    assert Path(cfg.feature_settings()["radiomics"]["settings"]).is_absolute()
+    h1 = cfg.settings_for_hash()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "rad.yaml").write_text("name: x\n")
+    h2 = load_config(_write(tmp_path / "b", _cfg(radiomics={"settings": "rad.yaml"})), data_dir=demo_data)
+    assert h1 == h2.settings_for_hash()  # same content elsewhere: same key
+    (tmp_path / "b" / "rad.yaml").write_text("name: y\n")
+    assert h1 != h2.settings_for_hash()

@@ -201,13 +201,30 @@ class RunConfig:
     def section(self, name: str) -> dict[str, Any]:
         return self.raw[name]
 
-    def settings_for_hash(self) -> dict[str, Any]:
-        """The parts of the configuration that change a case's features."""
+    def feature_settings(self) -> dict[str, Any]:
+        """The parts of the configuration that change a case's features (paths absolute)."""
         return {
             "mask": self.raw["mask"],
             "preprocess": self.raw["preprocess"],
             "radiomics": self.raw["radiomics"],
         }
+
+    def settings_for_hash(self) -> dict[str, Any]:
+        """:meth:`feature_settings` with settings files replaced by their name and content hash.
+
+        So moving a project folder does not invalidate finished cases, but editing a settings
+        file does.
+        """
+        out = copy.deepcopy(self.feature_settings())
+        for section, key in (("preprocess", "recipe"), ("radiomics", "settings")):
+            v = out[section][key]
+            if isinstance(v, str) and _is_yaml_path(v):
+                out[section][key] = {"file": Path(v).name, "sha256": hashlib.sha256(Path(v).read_bytes()).hexdigest()}
+        return out
+
+
+def _is_yaml_path(value: str) -> bool:
+    return value.lower().endswith((".yaml", ".yml"))
 
 
 def settings_hash(settings: Any) -> str:
@@ -268,6 +285,15 @@ def load_config(
         odir = (base / cfg["output"]["dir"]).resolve()
     else:
         odir = (Path.cwd() / "runs" / cfg["name"]).resolve()
+    for section, key in (("preprocess", "recipe"), ("radiomics", "settings")):
+        v = cfg[section][key]
+        if isinstance(v, str) and _is_yaml_path(v):
+            f = Path(v) if Path(v).is_absolute() else base / v
+            if not f.is_file():
+                raise InputError(
+                    f"{source}: {section}.{key} file {f} not found (relative paths start at the config's folder)"
+                )
+            cfg[section][key] = str(f.resolve())
     cfg["data_dir"] = str(ddir)
     cfg["output"]["dir"] = str(odir)
     return RunConfig(raw=cfg, source=Path(path) if path else None, data_dir=ddir, out_dir=odir)

@@ -139,10 +139,7 @@ def process_case(case: dict[str, Any], settings: dict[str, Any], key: str, cases
         timings["mask"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        rad = settings["radiomics"]["settings"]
-        if isinstance(rad, str) and rad.endswith((".yaml", ".yml")) and not Path(rad).is_absolute():
-            rad = str(Path(base_dir) / rad)
-        feats, fb = _compat.extract_features(image, mask, rad)
+        feats, fb = _compat.extract_features(image, mask, settings["radiomics"]["settings"])
         fallbacks += fb
         timings["features"] = time.perf_counter() - t
 
@@ -234,11 +231,12 @@ def execute_cases(
     progress: bool = True,
 ) -> ExecutionSummary:
     """Run every unfinished case of ``cases`` and return all results (finished ones included)."""
-    settings = config.settings_for_hash()
+    settings = config.feature_settings()
+    hash_settings = config.settings_for_hash()
     cases_dir = config.out_dir / "cases"
     cases_dir.mkdir(parents=True, exist_ok=True)
     base_dir = str(config.source.resolve().parent) if config.source else str(Path.cwd())
-    keyed = [(cs, case_key(cs, settings)) for cs in cases]
+    keyed = [(cs, case_key(cs, hash_settings)) for cs in cases]
     done: dict[str, dict[str, Any]] = {}
     todo: list[tuple[Case, str]] = []
     for cs, key in keyed:
