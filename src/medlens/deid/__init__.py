@@ -1,0 +1,21 @@
+"""De-identification of DICOM collections (PS3.15 Annex E Basic Application Level Confidentiality Profile).
+
+>>> from medlens.deid import deidentify                                   # doctest: +SKIP
+>>> deidentify("in/", "out/", retain=["dates", "patient-chars"])          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from medlens.deid.engine import BurnedInAnnotationWarning, Deidentifier, DeidReport, deidentify
+from medlens.deid.profile import Option, action_for, load_table, row_for
+
+__all__ = [
+    "BurnedInAnnotationWarning",
+    "DeidReport",
+    "Deidentifier",
+    "Option",
+    "action_for",
+    "deidentify",
+    "load_table",
+    "row_for",
+]
