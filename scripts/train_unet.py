@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"read {len(cases)} cases in {time.perf_counter() - t0:.0f} s", flush=True)
     cfg = UNetConfig()
     recipe = {
-        "data": "STS FDG-PET (SUVbw), ROI GTV_Mass_PET, all patients of " + Path(a.cohort).name,
+        "data": "STS FDG-PET (SUVbw), ROI GTV_Mass_PET, the patients in trained_on (" + Path(a.cohort).name + ")",
         "epochs": a.epochs,
         "batch_size": 32,
         "learning_rate": 2e-3,
