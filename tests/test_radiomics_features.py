@@ -305,3 +305,17 @@ def test_cli_features_from_dicom_rtstruct(tmp_path: Path, ct_phantom_dir: Path, 
     assert abs(float(row["morph_volume"]) - 358000) <= 5000
     assert abs(float(row["int_mask_vox_count_reseg_roi"]) - 114596) <= 1000
     assert row["roi"] == "GTV-1" and row["preset"] == "ibsi-a"
+
+
+def test_oriented_box_of_a_rotated_cuboid() -> None:
+    """A cuboid rotated 30 degrees in-plane: the oriented box hugs it, the axis-aligned one does not."""
+    z, y, x = np.indices((20, 60, 60)).astype(float)
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    u = (x - 30) * c + (y - 30) * s
+    v = -(x - 30) * s + (y - 30) * c
+    m = (np.abs(u) <= 18) & (np.abs(v) <= 8) & (z >= 4) & (z <= 15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = morphology_features(np.ones(m.shape), m, m, (1.0, 1.0, 1.0))
+    assert f["morph_vol_dens_ombb"] > 0.9
+    assert f["morph_vol_dens_aabb"] < 0.7

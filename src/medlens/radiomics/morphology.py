@@ -8,9 +8,10 @@ Moran's I and Geary's C are exact: their double sums over voxel pairs with inver
 weights are correlations of the ROI with a ``1/distance`` kernel, evaluated with FFTs over the
 bounding box (O(M log M) instead of O(N^2)).
 
-The oriented minimum bounding box (``morph_*_dens_ombb``) is APPROXIMATED by the box aligned with
-the principal axes of the convex-hull vertices (an upper bound of the true minimal box volume);
-IBSI publishes no reference value for it.
+The oriented minimum bounding box (``morph_*_dens_ombb``) is APPROXIMATED: the smallest of the
+principal-axes box and the boxes with one face flush with a convex-hull face (minimum-area
+rectangle of the projection by rotating calipers). This is an upper bound of the true minimal box
+volume (exact minimal boxes need O'Rourke's algorithm); IBSI publishes no reference value for it.
 """
 
 from __future__ import annotations
@@ -95,6 +96,57 @@ def _mvee(points: np.ndarray, tol: float = 1e-3, max_iter: int = 1000) -> tuple[
     except np.linalg.LinAlgError:
         return None
     return a, c
+
+
+def _ombb(hull_points: np.ndarray, face_normals: np.ndarray) -> tuple[float, float, float] | None:
+    """Edge lengths of a small oriented bounding box of a convex point set.
+
+    Candidates: the principal-axes box, the axis-aligned box, and for every distinct hull-face normal the box with one
+    face on that hull face whose other two axes form the minimum-area rectangle of the projection
+    (rotating calipers over the edges of the projected 2D hull). The smallest volume wins. This is
+    the usual "face-flush" approximation of the minimal box (exact in 2D, an upper bound in 3D).
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    centred = hull_points - hull_points.mean(axis=0)
+    _, vecs = np.linalg.eigh(np.cov(centred.T))
+    proj = centred @ vecs
+    e = proj.max(axis=0) - proj.min(axis=0)
+    best = (float(np.prod(e)), (float(e[0]), float(e[1]), float(e[2])))
+    e = centred.max(axis=0) - centred.min(axis=0)  # the axis-aligned box is a candidate too
+    if float(np.prod(e)) < best[0]:
+        best = (float(np.prod(e)), (float(e[0]), float(e[1]), float(e[2])))
+    unit = face_normals / np.linalg.norm(face_normals, axis=1, keepdims=True)
+    # n and -n give the same box: keep one sign (first non-zero component positive)
+    first = unit[np.arange(unit.shape[0]), np.argmax(np.abs(unit) > 1e-9, axis=1)]
+    unit = unit * np.where(first < 0, -1.0, 1.0)[:, None]
+    normals = np.unique(np.round(unit, 6), axis=0)
+    for n in normals:
+        n = n / np.linalg.norm(n)
+        a = np.array([1.0, 0.0, 0.0]) if abs(n[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+        u = np.cross(n, a)
+        u /= np.linalg.norm(u)
+        w = np.cross(n, u)
+        h = centred @ n
+        height = float(h.max() - h.min())
+        p2 = np.stack([centred @ u, centred @ w], axis=1)
+        try:
+            ring = p2[ConvexHull(p2).vertices]
+        except QhullError:
+            continue
+        edges = np.roll(ring, -1, axis=0) - ring
+        lengths = np.linalg.norm(edges, axis=1)
+        d = edges[lengths > 0] / lengths[lengths > 0, None]
+        perp = np.stack([-d[:, 1], d[:, 0]], axis=1)
+        p_d = d @ ring.T
+        p_p = perp @ ring.T
+        ext_d = p_d.max(axis=1) - p_d.min(axis=1)
+        ext_p = p_p.max(axis=1) - p_p.min(axis=1)
+        k = int(np.argmin(ext_d * ext_p))
+        vol = float(ext_d[k] * ext_p[k] * height)
+        if vol < best[0]:
+            best = (vol, (float(ext_d[k]), float(ext_p[k]), height))
+    return best[1]
 
 
 def _max_distance(points: np.ndarray, chunk: int = 1024) -> float:
@@ -237,11 +289,8 @@ def morphology_features(
         out["morph_vol_dens_conv_hull"] = _div(vol, float(hull.volume))
         out["morph_area_dens_conv_hull"] = _div(area, float(hull.area))
         out["morph_diam"] = _max_distance(hv)
-        # OMBB approximation: box aligned with the hull vertices' principal axes
-        centred = hv - hv.mean(axis=0)
-        _, vecs = np.linalg.eigh(np.cov(centred.T))
-        proj = centred @ vecs
-        e = proj.max(axis=0) - proj.min(axis=0)
+        obox = _ombb(hv, hull.equations[:, :3])
+        e = np.asarray(obox) if obox is not None else np.full(3, np.nan)
         out["morph_vol_dens_ombb"] = _div(vol, float(np.prod(e)))
         out["morph_area_dens_ombb"] = _div(area, 2.0 * float(e[0] * e[1] + e[0] * e[2] + e[1] * e[2]))
         mv = _mvee(hv)
