@@ -134,3 +134,44 @@ def test_unreachable_scheduler_fails_clearly(tmp_path: Path, data: Path) -> None
     cfg.raw["execution"]["scheduler"] = "tcp://127.0.0.1:9"
     with pytest.raises(InputError, match=r"cannot connect to the Dask scheduler tcp://127.0.0.1:9"):
         run_mod.run_pipeline(cfg, progress=False)
+
+
+def _finished_files(cases: Path) -> list[Path]:
+    # a write cut by the kill can leave a hidden temporary file; it is never read as a result
+    return [f for f in cases.glob("*.json") if not f.name.startswith(".")] if cases.is_dir() else []
+
+
+@pytest.mark.slow
+def test_killed_process_loses_nothing_finished(tmp_path: Path, data: Path) -> None:
+    """SIGKILL a real `medlens run` once some cases are done; the re-run completes with one row per case."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg["cohort"]["outcome"] = None
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    args = ["run", str(p), "--data", str(data), "--out", str(tmp_path / "run"), "--workers", "1", "--no-progress"]
+    cmd = [sys.executable, "-c", f"import sys; from medlens.cli import main; sys.exit(main({args!r}))"]
+    log = (tmp_path / "stderr.txt").open("wb")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    cases = tmp_path / "run" / "cases"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(_finished_files(cases)) >= 2:
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        log.close()
+    done_before = len(_finished_files(cases))
+    assert 2 <= done_before < 8, f"the run was not killed half way: {(tmp_path / 'stderr.txt').read_text()[-2000:]}"
+    res = run_mod.run_pipeline(load_config(p, data_dir=data, out_dir=tmp_path / "run", workers=1), progress=False)
+    assert res.n_skipped == done_before and res.n_ok == 8
+    df = read_features(tmp_path / "run")
+    assert len(df) == 8 and df["case_id"].nunique() == 8
