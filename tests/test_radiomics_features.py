@@ -319,3 +319,31 @@ def test_oriented_box_of_a_rotated_cuboid() -> None:
         f = morphology_features(np.ones(m.shape), m, m, (1.0, 1.0, 1.0))
     assert f["morph_vol_dens_ombb"] > 0.9
     assert f["morph_vol_dens_aabb"] < 0.7
+
+
+def test_flat_and_tiny_rois_never_give_silent_nan() -> None:
+    rng = np.random.default_rng(5)
+    flat = np.zeros((6, 10, 10), bool)
+    flat[3, 2:7, 2:8] = True  # one slice
+    two = np.zeros((6, 10, 10), bool)
+    two[3, 5, 5:7] = True
+    for m, expect in ((flat, "the ROI is flat"), (two, "only 2 voxel")):
+        img = Image.from_array(rng.normal(size=m.shape) * 100, spacing=(2.0, 1.0, 1.0))
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            f = extract(img, Image.from_array(m, spacing=(2.0, 1.0, 1.0)), NO_TEXTURE)
+        text = " | ".join(str(w.message) for w in rec if issubclass(w.category, RadiomicsWarning))
+        assert expect in text
+        for tag, value in f.items():
+            if not math.isfinite(value):
+                assert tag in text, f"{tag} is NaN without a warning naming it"
+
+
+def test_a_regular_roi_gives_no_nan() -> None:
+    m = _ball()
+    img, msk = _pair(m)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        f = extract(img, msk, NO_TEXTURE)
+    assert not [w for w in rec if issubclass(w.category, RadiomicsWarning)]
+    assert all(math.isfinite(v) for v in f.values())

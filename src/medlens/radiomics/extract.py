@@ -53,6 +53,23 @@ def _texture(roi: ProcessedROI, settings: RadiomicsSettings) -> dict[str, float]
     )
 
 
+def _spread_hints(values: np.ndarray, what: str) -> list[str]:
+    hints = []
+    if values.size and float(values.mean()) == 0.0:
+        hints.append(f"the {what} is 0 (coefficient of variation undefined)")
+    if values.size < 3:
+        hints.append(f"only {values.size} voxel(s): no value lies strictly between the 10th and 90th percentiles")
+    return hints
+
+
+def _report_nan(family: str, feats: dict[str, float], hints: list[str]) -> None:
+    """Warn (never silently) when a family returns NaN values, naming the tags and the likely reason."""
+    bad = [k for k, v in feats.items() if not math.isfinite(v)]
+    if bad:
+        why = "; ".join(hints) if hints else "undefined for this ROI"
+        warnings.warn(f"radiomics {family}: {', '.join(bad)} are NaN ({why})", RadiomicsWarning, stacklevel=3)
+
+
 def extract_processed(roi: ProcessedROI, settings: RadiomicsSettings) -> dict[str, float]:
     """Features of an already processed ROI (see :func:`medlens.radiomics.pipeline.process`)."""
     fam = settings.families
@@ -70,36 +87,44 @@ def extract_processed(roi: ProcessedROI, settings: RadiomicsSettings) -> dict[st
             out.update({"loc_peak_loc": math.nan, "loc_peak_glob": math.nan})
         return out
     vals = roi.image[roi.int_mask]
-    n_int = int(roi.int_mask.sum())
     if "morph" in fam:
-        if int(roi.morph_mask.sum()) < 2:
-            warn_feature("morph", "the ROI has a single voxel: PCA axes, Moran's I and Geary's C are undefined")
-        elif n_int >= 2 and float(np.ptp(vals)) == 0.0:
-            warn_feature("morph", "the ROI is constant: Moran's I and Geary's C are undefined (zero variance)")
+        n_morph = int(roi.morph_mask.sum())
+        hints = []
+        if n_morph < 2:
+            hints.append("the ROI has a single voxel")
+        elif min(int(np.ptp(ix)) for ix in np.nonzero(roi.morph_mask)) == 0:
+            hints.append("the ROI is flat (all voxel centres in one plane or line): PCA-based axes degenerate")
+        if vals.size >= 2 and float(np.ptp(vals)) == 0.0:
+            hints.append("the ROI intensities are constant (zero variance)")
         with np.errstate(divide="ignore", invalid="ignore"):
-            out.update(morphology_features(roi.image, roi.morph_mask, roi.int_mask, roi.spacing_mm))
+            feats = morphology_features(roi.image, roi.morph_mask, roi.int_mask, roi.spacing_mm)
+        _report_nan("morph", feats, hints)
+        out.update(feats)
     if "loc" in fam:
-        out.update(
-            local_intensity_features(
-                roi.image, roi.int_mask, roi.spacing_mm, volume_cm3=settings.local_intensity_volume_cm3
-            )
+        feats = local_intensity_features(
+            roi.image, roi.int_mask, roi.spacing_mm, volume_cm3=settings.local_intensity_volume_cm3
         )
+        _report_nan("loc", feats, [])
+        out.update(feats)
     if "stat" in fam:
-        out.update(statistics_features(vals))
-        if out["stat_mean"] == 0:
-            warn_feature("stat", "the ROI mean is 0, so stat_cov is undefined")
+        feats = statistics_features(vals)
+        _report_nan("stat", feats, _spread_hints(vals, "mean"))
+        out.update(feats)
     if "ih" in fam:
         levels = roi.grey[roi.int_mask]
         if roi.n_levels == 1 or int(levels.max()) == int(levels.min()):
             warnings.warn(
-                "radiomics ih: all ROI voxels fall in one grey level; histogram spread features are 0 and "
-                "ih_cov/ih_qcod may be undefined",
+                "radiomics ih: all ROI voxels fall in one grey level; histogram spread features are 0",
                 RadiomicsWarning,
                 stacklevel=2,
             )
-        out.update(histogram_features(levels, roi.n_levels))
+        feats = histogram_features(levels, roi.n_levels)
+        _report_nan("ih", feats, _spread_hints(levels.astype(np.float64), "mean grey level"))
+        out.update(feats)
     if "ivh" in fam:
-        out.update(ivh_features(vals, settings.ivh, settings.resegmentation))
+        feats = ivh_features(vals, settings.ivh, settings.resegmentation)
+        _report_nan("ivh", feats, [])
+        out.update(feats)
     out.update(_texture(roi, settings))
     return out
 
