@@ -119,3 +119,44 @@ def test_segment_cli_writes_dicom_seg(sts_dir, tmp_path, capsys):
     ref = medlens.read_image(nii)
     assert back.array.sum() > 0
     assert np.array_equal(back.array, ref.array > 0)
+
+
+def _small_cohort(sts_dir, tmp_path, n):
+    rows = (sts_dir / "cohort.csv").read_text().splitlines()
+    out = [rows[0]]
+    for line in rows[1 : n + 1]:
+        f = line.split(",")
+        out.append(",".join(f[:2] + [str(sts_dir / p) for p in f[2:]]))
+    csv = tmp_path / "small.csv"
+    csv.write_text("\n".join(out) + "\n")
+    return csv
+
+
+@pytest.mark.slow
+def test_segment_cli_train_seg_3d_then_segment_with_it(sts_dir, tmp_path, capsys):
+    csv = _small_cohort(sts_dir, tmp_path, 2)
+    model = tmp_path / "model3d"
+    assert main(["train-seg", str(csv), "--out", str(model), "--dims", "3", "--epochs", "1"]) == 0
+    assert {p.name for p in model.iterdir()} >= {"model.pt", "model.json", "model.onnx"}
+    capsys.readouterr()
+    pet = sts_dir / "STS_003" / "PET" / "image"
+    out_t, out_o = tmp_path / "t.nii.gz", tmp_path / "o.nii.gz"
+    assert main(["segment", str(pet), "--method", "unet", "--model", str(model), "--out", str(out_t)]) == 0
+    rc = main(
+        ["segment", str(pet), "--method", "unet", "--model", str(model), "--backend", "onnx", "--out", str(out_o)]
+    )
+    assert rc == 0
+    a, b = medlens.read_image(out_t), medlens.read_image(out_o)
+    assert a.shape == medlens.read_image(pet).shape
+    from medlens.segment import metrics
+
+    # ONNX Runtime and PyTorch give the same mask (Dice of two empty masks is 1 by definition)
+    assert metrics.dice(a.with_array(a.array > 0), b.with_array(b.array > 0)) >= 0.99
+
+
+def test_segment_cli_evaluate_rtstruct_against_itself(sts_dir, capsys):
+    pet = sts_dir / "STS_002" / "PET" / "image"
+    rs = sts_dir / "STS_002" / "PET" / "rtstruct"
+    assert main(["evaluate-seg", str(rs), str(rs), "--reference", str(pet), "--roi", "GTV_Mass_PET", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["dice"] == 1.0 and res["volume_diff_mm3"] == 0.0 and res["volume_truth_mm3"] > 0
