@@ -347,3 +347,29 @@ def test_a_regular_roi_gives_no_nan() -> None:
         f = extract(img, msk, NO_TEXTURE)
     assert not [w for w in rec if issubclass(w.category, RadiomicsWarning)]
     assert all(math.isfinite(v) for v in f.values())
+
+
+def test_texture_interface_contract(monkeypatch) -> None:
+    """extract() hands the texture module the agreed arguments and merges what it returns."""
+    import types
+
+    calls = {}
+
+    def fake(grey, *, roi, morph_roi, spacing_mm, n_levels, settings):
+        calls.update(grey=grey, roi=roi, morph_roi=morph_roi, spacing=spacing_mm, n=n_levels, settings=settings)
+        return {"cm_fake_3D_avg": 1.5}
+
+    mod = types.ModuleType("medlens.radiomics.texture")
+    mod.compute_texture_features = fake  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "medlens.radiomics.texture", mod)
+    m = _ball()
+    img, msk = _pair(m)
+    s = RadiomicsSettings(discretisation=DiscretisationSettings(method="FBN", n_bins=8))
+    f = extract(img, msk, s)
+    assert f["cm_fake_3D_avg"] == 1.5
+    grey, roi = calls["grey"], calls["roi"]
+    assert grey.dtype == np.int32 and grey.shape == roi.shape == calls["morph_roi"].shape
+    assert roi.dtype == bool and roi.sum() == m.sum()
+    assert grey[roi].min() == 1 and grey[roi].max() == 8 and not grey[~roi].any()
+    assert calls["n"] == 8 and calls["spacing"] == (2.0, 1.0, 1.0)
+    assert isinstance(calls["settings"], TextureSettings)
