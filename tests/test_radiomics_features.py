@@ -273,6 +273,10 @@ def test_cli_bad_preset_and_cases(tmp_path: Path, digital_phantom_dir: Path, cap
     cases.write_text("img,mask\na,b\n")
     assert main(["features-batch", str(cases), "--out", str(tmp_path / "t.csv")]) == 2
     assert "missing column(s) ['image']" in capsys.readouterr().err
+    cases.write_text(f"case_id,image,mask\nbad1,{tmp_path / 'nope.nii.gz'},{msk}\n")
+    assert main(["features-batch", str(cases), "--out", str(tmp_path / "t.csv")]) == 2
+    assert "row 1 (case bad1)" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()
 
 
 def test_features_do_not_depend_on_image_extent_beyond_the_roi() -> None:

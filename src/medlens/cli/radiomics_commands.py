@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
         preset: Annotated[str, typer.Option("--preset", help=_PRESET_HELP)] = "ibsi-c",
     ) -> None:
         """Compute features for every case listed in CASES.csv (paths relative to that file's folder)."""
-        from medlens.core.errors import InputError
+        from medlens.core.errors import InputError, MedlensError
 
         if not cases.is_file():
             raise InputError(f"{cases}: no such cases file")
@@ -129,7 +129,10 @@ def register(app: typer.Typer) -> None:
             img = img if img.is_absolute() else base / img
             msk = msk if msk.is_absolute() else base / msk
             cid = rec.get("case_id") or f"case{i}"
-            rows.append(_one(cid, img, msk, rec.get("roi") or None, preset))
+            try:
+                rows.append(_one(cid, img, msk, rec.get("roi") or None, preset))
+            except MedlensError as exc:  # name the failing row; nothing is written
+                raise type(exc)(f"{cases} row {i} (case {cid}): {exc}") from exc
             typer.echo(f"{cid}: done")
         _write_table(rows, out)
         typer.echo(f"{len(rows)} cases written to {out}")
