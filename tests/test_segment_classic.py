@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medlens.core.errors import InputError, ProcessingError
 from medlens.core.image import Image, Units
@@ -147,3 +149,36 @@ def test_segment_classic_growth_confined_within_mask():
     assert m.array.sum() == 7 * 10 * 5 and not (m.array & ~box).any()
     cc = c.confidence_connected(img, seed_index=(8, 12, 12), multiplier=3.0, within=wm)
     assert not (cc.array & ~box).any() and cc.array.sum() > 300
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed_values=st.integers(0, 2**31 - 1),
+    tol=st.floats(0.0, 3.0),
+    idx=st.tuples(st.integers(0, 5), st.integers(0, 7), st.integers(0, 7)),
+)
+def test_segment_classic_region_grow_property(seed_values, tol, idx):
+    from scipy import ndimage
+
+    a = np.random.default_rng(seed_values).integers(0, 6, (6, 8, 8)).astype(np.float32)
+    img = Image.from_array(a, spacing=(2.0, 1.0, 0.5))
+    m = c.region_grow(img, seed_index=idx, tolerance=tol, max_fraction=1.0).array
+    v = a[idx]
+    assert m[idx]  # holds the seed
+    assert np.all(np.abs(a[m] - v) <= tol)  # never leaves the tolerance range
+    assert ndimage.label(m)[1] == 1  # one face-connected component
+    # maximal: no in-range voxel touching the region was left out
+    ring = ndimage.binary_dilation(m) & ~m
+    assert not np.any(ring & (np.abs(a - v) <= tol))
+
+
+def test_segment_classic_import_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, medlens.segment.classic, medlens.segment.metrics, medlens.segment.unet, medlens.segment.lungs; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
