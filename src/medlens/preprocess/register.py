@@ -1,0 +1,362 @@
+"""Rigid and affine registration (SimpleITK ``ImageRegistrationMethod``) and applying transforms.
+
+Transforms follow the ITK convention: they map points of the **fixed** image's space to the
+**moving** image's space (LPS mm), which is what resampling the moving image onto the fixed grid
+needs. ``RegistrationResult.save`` writes the transform as an ITK ``.tfm`` text file readable by
+SimpleITK, ITK, 3D Slicer and ANTs.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medlens.core.atomic import atomic_path
+from medlens.core.errors import FormatError, InputError, MedlensWarning, ProcessingError
+from medlens.core.image import Image, Units
+from medlens.preprocess._validate import check_image
+
+__all__ = [
+    "Initialisation",
+    "Metric",
+    "RegistrationResult",
+    "RegistrationWarning",
+    "TransformType",
+    "apply_transform",
+    "load_transform",
+    "register",
+    "transform_points",
+]
+
+
+class RegistrationWarning(MedlensWarning):
+    """A registration stopped without converging; its result may be wrong."""
+
+
+class TransformType(StrEnum):
+    RIGID = "rigid"  #: 3 rotations + 3 translations (Euler3D)
+    AFFINE = "affine"  #: 12 parameters (rotation, scaling, shear, translation)
+
+
+class Metric(StrEnum):
+    MI = "mi"  #: Mattes mutual information: multimodal pairs (PET->CT, MR->CT)
+    MS = "ms"  #: mean squares: same modality and same intensity scale
+
+
+class Initialisation(StrEnum):
+    GEOMETRY = "geometry"  #: align the centres of the two grids
+    MOMENTS = "moments"  #: align the intensity centres of mass (needs non-negative intensities)
+    NONE = "none"  #: start from the identity (images already share a frame of reference)
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """Outcome of :func:`register`.
+
+    Attributes
+    ----------
+    transform
+        ``SimpleITK.Transform`` mapping fixed-space LPS points (mm) to moving-space points.
+    final_metric
+        Metric value at the end (Mattes MI is reported negated by ITK: lower is better; mean squares
+        in squared intensity units).
+    iterations
+        Optimizer iterations summed over the resolution levels.
+    stop_condition
+        The optimizer's own description of why it stopped (last level).
+    converged
+        False when the last level stopped at the iteration limit or the metric is not finite.
+    metric, transform_type
+        What was optimised.
+    metric_history
+        Metric value at every iteration (all levels).
+    """
+
+    transform: Any
+    final_metric: float
+    iterations: int
+    stop_condition: str
+    converged: bool
+    metric: str
+    transform_type: str
+    metric_history: tuple[float, ...] = field(default=(), repr=False)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the transform as an ITK transform file (``.tfm`` text), atomically."""
+        return save_transform(self.transform, path)
+
+    def apply(self, image: Image, *, reference: Image, **kwargs: Any) -> Image:
+        """Shortcut for :func:`apply_transform` with this result's transform."""
+        return apply_transform(image, self.transform, reference=reference, **kwargs)
+
+    def summary(self) -> str:
+        state = "converged" if self.converged else "NOT converged"
+        return (
+            f"{self.transform_type} registration ({self.metric}) {state}: final metric {self.final_metric:.6g} "
+            f"after {self.iterations} iterations; optimizer: {self.stop_condition}"
+        )
+
+
+def save_transform(transform: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a SimpleITK transform to ``path`` (``.tfm``/``.txt`` text or ``.h5``), atomically."""
+    import SimpleITK as sitk
+
+    p = Path(path)
+    if p.suffix.lower() not in (".tfm", ".txt", ".h5", ".hdf5", ".mat"):
+        raise InputError(f"{path}: a transform file must end in .tfm (ITK text), .txt, .h5 or .mat")
+    with atomic_path(p) as tmp:
+        sitk.WriteTransform(transform, str(tmp))
+    return p
+
+
+def load_transform(path: str | os.PathLike[str]) -> Any:
+    """Read an ITK transform file written by :meth:`RegistrationResult.save` (or ITK/Slicer/ANTs)."""
+    import SimpleITK as sitk
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such transform file")
+    try:
+        return sitk.ReadTransform(str(path))
+    except RuntimeError as exc:
+        raise FormatError(f"{path}: not a readable ITK transform file ({exc})") from exc
+
+
+def transform_points(transform: Any, points_mm: np.ndarray) -> np.ndarray:
+    """Apply a SimpleITK transform to LPS points ``(n, 3)`` in mm; returns ``(n, 3)``."""
+    pts = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
+    return np.array([transform.TransformPoint(tuple(float(v) for v in p)) for p in pts], dtype=np.float64)
+
+
+def _enum(cls: type[StrEnum], value: Any, name: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        raise InputError(f"{name} must be one of {[m.value for m in cls]}, got {value!r}") from None
+
+
+def register(
+    fixed: Image,
+    moving: Image,
+    *,
+    transform: TransformType | str = TransformType.RIGID,
+    metric: Metric | str = Metric.MI,
+    fixed_mask: Image | None = None,
+    init: Initialisation | str = Initialisation.GEOMETRY,
+    shrink_factors: Sequence[int] = (4, 2, 1),
+    smoothing_sigmas_mm: Sequence[float] = (2.0, 1.0, 0.0),
+    iterations: int = 200,
+    learning_rate_mm: float = 2.0,
+    min_step_mm: float = 1e-3,
+    sampling_fraction: float = 0.25,
+    histogram_bins: int = 50,
+    seed: int = 0,
+    on_failure: str = "warn",
+) -> RegistrationResult:
+    """Register ``moving`` to ``fixed`` (3D), rigid or affine, coarse to fine.
+
+    Parameters
+    ----------
+    fixed, moving
+        3D images; intensities in any units (they need not match with ``metric="mi"``).
+    transform
+        ``"rigid"`` (Euler3D) or ``"affine"``.
+    metric
+        ``"mi"``: Mattes mutual information (``histogram_bins`` bins), for different modalities;
+        ``"ms"``: mean squares, same modality.
+    fixed_mask
+        Boolean mask on the fixed grid: only its voxels are sampled for the metric.
+    init
+        ``"geometry"`` (grid centres), ``"moments"`` (intensity centres of mass) or ``"none"``.
+    shrink_factors, smoothing_sigmas_mm
+        One entry per resolution level, coarse to fine (Gaussian sigma in mm).
+    iterations
+        Maximum optimizer iterations per level (regular-step gradient descent).
+    learning_rate_mm, min_step_mm
+        Largest and smallest optimizer step, expressed as a physical shift in mm (parameter
+        scales are estimated from physical shifts, so rotations and translations are comparable).
+    sampling_fraction
+        Fraction of voxels sampled at random for the metric (``seed`` makes it repeatable).
+    on_failure
+        What to do when the optimizer stops at the iteration limit: ``"warn"``
+        (:class:`RegistrationWarning`, result returned with ``converged=False``) or ``"error"``
+        (:class:`~medlens.core.errors.ProcessingError`). Never silent.
+
+    Returns
+    -------
+    RegistrationResult
+    """
+    import SimpleITK as sitk
+
+    from medlens.core.sitk_bridge import to_sitk
+
+    check_image(fixed, what="fixed", ndims=(3,))
+    check_image(moving, what="moving", ndims=(3,))
+    ttype = _enum(TransformType, transform, "transform")
+    met = _enum(Metric, metric, "metric")
+    ini = _enum(Initialisation, init, "init")
+    if on_failure not in ("warn", "error"):
+        raise InputError(f"on_failure must be 'warn' or 'error', got {on_failure!r}")
+    shrink = [int(v) for v in shrink_factors]
+    sig = [float(v) for v in smoothing_sigmas_mm]
+    if not shrink or len(shrink) != len(sig):
+        raise InputError(
+            "shrink_factors and smoothing_sigmas_mm need one entry per level and the same length; "
+            f"got {shrink} and {sig}"
+        )
+    if any(v < 1 for v in shrink) or any(not np.isfinite(v) or v < 0 for v in sig):
+        raise InputError(f"shrink factors must be >= 1 and smoothing sigmas >= 0 mm; got {shrink} and {sig}")
+    if not isinstance(iterations, (int, np.integer)) or iterations < 1:
+        raise InputError(f"iterations must be a positive integer, got {iterations!r}")
+    if not 0 < sampling_fraction <= 1:
+        raise InputError(f"sampling_fraction must be in (0, 1], got {sampling_fraction}")
+    if not (learning_rate_mm > 0 and min_step_mm > 0 and min_step_mm < learning_rate_mm):
+        raise InputError(
+            f"need 0 < min_step_mm < learning_rate_mm, got min_step_mm={min_step_mm}, "
+            f"learning_rate_mm={learning_rate_mm}"
+        )
+    f_s = to_sitk(fixed.with_array(np.asarray(fixed.array, dtype=np.float32)))
+    m_s = to_sitk(moving.with_array(np.asarray(moving.array, dtype=np.float32)))
+
+    base = sitk.Euler3DTransform() if ttype is TransformType.RIGID else sitk.AffineTransform(3)
+    if ini is Initialisation.NONE:
+        # rotate about the fixed grid's centre, not the LPS origin (which may lie a metre away)
+        centre = fixed.index_to_world((np.asarray(fixed.shape, dtype=np.float64) - 1.0) / 2.0)
+        base.SetCenter(tuple(float(v) for v in centre))
+        initial = base
+    else:
+        mode = (
+            sitk.CenteredTransformInitializerFilter.GEOMETRY
+            if ini is Initialisation.GEOMETRY
+            else sitk.CenteredTransformInitializerFilter.MOMENTS
+        )
+        initial = sitk.CenteredTransformInitializer(f_s, m_s, base, mode)
+
+    reg = sitk.ImageRegistrationMethod()
+    if met is Metric.MI:
+        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(histogram_bins))
+    else:
+        reg.SetMetricAsMeanSquares()
+    if sampling_fraction < 1:
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(float(sampling_fraction), int(seed))
+    else:
+        reg.SetMetricSamplingStrategy(reg.NONE)
+    if fixed_mask is not None:
+        if not isinstance(fixed_mask, Image) or not fixed_mask.is_mask:
+            raise InputError("fixed_mask must be a boolean medlens.Image on the fixed grid")
+        fixed.require_same_grid(fixed_mask, what="fixed_mask")
+        reg.SetMetricFixedMask(to_sitk(fixed_mask))
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=float(learning_rate_mm),
+        minStep=float(min_step_mm),
+        numberOfIterations=int(iterations),
+        relaxationFactor=0.5,
+        gradientMagnitudeTolerance=1e-8,
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(shrink)
+    reg.SetSmoothingSigmasPerLevel(sig)
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg.SetInitialTransform(initial, inPlace=True)
+
+    history: list[float] = []
+    reg.AddCommand(sitk.sitkIterationEvent, lambda: history.append(float(reg.GetMetricValue())))
+    try:
+        reg.Execute(f_s, m_s)
+    except RuntimeError as exc:
+        raise ProcessingError(
+            f"{ttype.value} registration ({met.value}) failed after {len(history)} iterations: {exc}. "
+            "Check that the images overlap in space (same frame of reference) or use init='moments'"
+        ) from exc
+    stop = reg.GetOptimizerStopConditionDescription()
+    final = float(reg.GetMetricValue())
+    converged = np.isfinite(final) and "Maximum number of iterations" not in stop
+    res = RegistrationResult(
+        transform=initial,
+        final_metric=final,
+        iterations=len(history),
+        stop_condition=stop,
+        converged=bool(converged),
+        metric=met.value,
+        transform_type=ttype.value,
+        metric_history=tuple(history),
+    )
+    if not res.converged:
+        msg = res.summary() + "; raise iterations or learning_rate_mm, check the overlap, or inspect the overlay"
+        if on_failure == "error":
+            raise ProcessingError(msg)
+        warnings.warn(msg, RegistrationWarning, stacklevel=2)
+    return res
+
+
+def apply_transform(
+    image: Image,
+    transform: Any,
+    *,
+    reference: Image,
+    order: str = "linear",
+    mask_rule: str = "ibsi",
+    fill_value: float | None = None,
+) -> Image:
+    """Resample ``image`` (moving space) onto ``reference``'s grid through ``transform``.
+
+    Parameters
+    ----------
+    image
+        An intensity image or a boolean mask in the moving space.
+    transform
+        A ``SimpleITK.Transform`` (fixed -> moving points), a :class:`RegistrationResult` or a path
+        to a ``.tfm`` file.
+    reference
+        The grid of the output (usually the fixed image).
+    order
+        Intensity images: ``"linear"``, ``"bspline"`` (cubic B-spline) or ``"nearest"``.
+    mask_rule
+        Masks: ``"ibsi"`` (interpolate the 0/1 mask linearly, keep values >= 0.5) or ``"nearest"``.
+    fill_value
+        Value outside the moving image (intensities); default the image's minimum (air for CT,
+        0 for PET). Masks are filled with False.
+    """
+    import SimpleITK as sitk
+
+    from medlens.core.sitk_bridge import from_sitk, to_sitk
+
+    if not isinstance(image, Image):
+        raise InputError(f"image must be a medlens.Image, got {type(image).__name__}")
+    if image.ndim != 3 or not isinstance(reference, Image) or reference.ndim != 3:
+        raise InputError("apply_transform needs a 3D image and a 3D reference Image")
+    if isinstance(transform, RegistrationResult):
+        transform = transform.transform
+    elif isinstance(transform, (str, os.PathLike)):
+        transform = load_transform(transform)
+    if not isinstance(transform, sitk.Transform):
+        raise InputError(
+            "transform must be a SimpleITK Transform, a RegistrationResult or a .tfm path, "
+            f"got {type(transform).__name__}"
+        )
+    ref_s = to_sitk(reference.with_array(np.zeros(reference.shape, np.float32)))
+    if image.is_mask:
+        if mask_rule not in ("ibsi", "nearest"):
+            raise InputError(f"mask_rule must be 'ibsi' or 'nearest', got {mask_rule!r}")
+        src = to_sitk(image.with_array(np.asarray(image.array, dtype=np.float32)))
+        interp = sitk.sitkLinear if mask_rule == "ibsi" else sitk.sitkNearestNeighbor
+        out = sitk.Resample(src, ref_s, transform, interp, 0.0, sitk.sitkFloat32)
+        arr = np.round(from_sitk(out).array, 9) >= 0.5
+        meta = image.meta.replace(units=Units.MASK, history=(*image.meta.history, f"apply_transform(mask,{mask_rule})"))
+        return Image(arr, reference.affine, meta)
+    interps = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline, "nearest": sitk.sitkNearestNeighbor}
+    if order not in interps:
+        raise InputError(f"order must be one of {sorted(interps)}, got {order!r}")
+    fill = float(np.min(image.array)) if fill_value is None else float(fill_value)
+    src = to_sitk(image.with_array(np.asarray(image.array, dtype=np.float32)))
+    out = sitk.Resample(src, ref_s, transform, interps[order], fill, sitk.sitkFloat32)
+    meta = image.meta.replace(history=(*image.meta.history, f"apply_transform({order})"))
+    return Image(from_sitk(out).array, reference.affine, meta)
