@@ -122,8 +122,14 @@ def test_ibsi_morphology_unchanged_by_resegmentation(ibsi_features) -> None:
     assert np.isclose(f["morph_vol_approx"], f["morph_mask_vox_count_reseg_roi"] * 0.977 * 0.977 * 3, rtol=1e-2)
 
 
+_DICOM_CACHE: dict[str, tuple] = {}
+
+
 def _read_dicom_pair(ct_phantom_dir: Path):
     import medlens
+
+    if "ct" in _DICOM_CACHE:
+        return _DICOM_CACHE["ct"]
 
     img = medlens.read_image(ct_phantom_dir / "dicom" / "image")
     try:
@@ -134,10 +140,11 @@ def _read_dicom_pair(ct_phantom_dir: Path):
         except ImportError as exc:
             pytest.skip(f"RTSTRUCT reading is not available yet: {exc}")
         msk = read_rtstruct(ct_phantom_dir / "dicom" / "mask", reference=img, roi="GTV-1")
+    _DICOM_CACHE["ct"] = (img, msk)
     return img, msk
 
 
-@pytest.mark.parametrize("cfg", ["a", "c", "e"])
+@pytest.mark.parametrize("cfg", ["a", "b", "c", "d", "e"])
 def test_ibsi_ct_from_dicom_rtstruct(ct_phantom_dir: Path, reference_values_dir: Path, cfg: str) -> None:
     """The DICOM + RTSTRUCT copy meets the non-texture reference values too (same code path)."""
     img, msk = _read_dicom_pair(ct_phantom_dir)
