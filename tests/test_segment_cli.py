@@ -160,3 +160,18 @@ def test_segment_cli_evaluate_rtstruct_against_itself(sts_dir, capsys):
     assert main(["evaluate-seg", str(rs), str(rs), "--reference", str(pet), "--roi", "GTV_Mass_PET", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["dice"] == 1.0 and res["volume_diff_mm3"] == 0.0 and res["volume_truth_mm3"] > 0
+
+
+def test_segment_cli_lungs_label_image(tmp_path, capsys):
+    z, y, x = np.mgrid[0:20, 0:60, 0:80]
+    ct = np.full(z.shape, -1000.0, np.float32)
+    ct[((y - 30) / 27.0) ** 2 + ((x - 40) / 38.0) ** 2 <= 1] = 40.0
+    for cx in (22, 58):
+        ct[((z - 10) / 8.0) ** 2 + ((y - 30) / 15.0) ** 2 + ((x - cx) / 10.0) ** 2 <= 1] = -850.0
+    src = tmp_path / "chest.nii.gz"
+    medlens.write_image(Image.from_array(ct, spacing=(3.0, 1.5, 1.5), modality="CT", units=Units.HU), src)
+    out = tmp_path / "lungs.nii.gz"
+    assert main(["segment", str(src), "--method", "lungs", "--out", str(out)]) == 0
+    lab = medlens.read_image(out).array
+    assert set(np.unique(lab)) == {0, 1, 2}
+    assert (lab[:, :, :40] == 1).sum() > 0 and (lab[:, :, :40] == 2).sum() == 0  # right lung at lower LPS x
