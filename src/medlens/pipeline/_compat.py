@@ -232,19 +232,8 @@ def preprocess(image: Image, recipe_spec: Any, base_dir: Path) -> tuple[Image, l
     if isinstance(recipe_spec, str):
         p = Path(recipe_spec)
         recipe = recipe_cls.from_yaml(p if p.is_absolute() else base_dir / p)
-    elif hasattr(recipe_cls, "from_dict"):
-        recipe = recipe_cls.from_dict(dict(recipe_spec))
     else:
-        import tempfile
-
-        import yaml
-
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-            yaml.safe_dump(dict(recipe_spec), fh)
-        try:
-            recipe = recipe_cls.from_yaml(fh.name)
-        finally:
-            os.unlink(fh.name)
+        recipe = recipe_cls.from_dict(recipe_spec, source="config preprocess.recipe")
     return recipe.apply(image), []
 
 

@@ -223,6 +223,20 @@ class RunConfig:
         return out
 
 
+def _check_recipe(spec: Any) -> None:
+    """Build the preprocessing recipe once, so a bad step or parameter fails before any case runs."""
+    if spec is None:
+        return
+    try:
+        from medlens.preprocess import Recipe
+    except ImportError:  # the run records that the recipe could not be applied
+        return
+    if isinstance(spec, str):
+        Recipe.from_yaml(spec)
+    else:
+        Recipe.from_dict(spec, source="config preprocess.recipe")
+
+
 def _is_yaml_path(value: str) -> bool:
     return value.lower().endswith((".yaml", ".yml"))
 
@@ -294,6 +308,7 @@ def load_config(
                     f"{source}: {section}.{key} file {f} not found (relative paths start at the config's folder)"
                 )
             cfg[section][key] = str(f.resolve())
+    _check_recipe(cfg["preprocess"]["recipe"])
     cfg["data_dir"] = str(ddir)
     cfg["output"]["dir"] = str(odir)
     return RunConfig(raw=cfg, source=Path(path) if path else None, data_dir=ddir, out_dir=odir)
