@@ -68,7 +68,10 @@ def test_segment_cli_bad_seed_and_empty_seg(blob_file, tmp_path, capsys):
     assert "outside the image" in capsys.readouterr().err
     assert not out.exists()
     seg = tmp_path / "m.dcm"
-    rc = main(["segment", str(blob_file), "--method", "threshold", "--lower", "1000", "--out", str(seg)])
+    from medlens.segment.classic import EmptyResultWarning
+
+    with pytest.warns(EmptyResultWarning, match="empty"):
+        rc = main(["segment", str(blob_file), "--method", "threshold", "--lower", "1000", "--out", str(seg)])
     assert rc == 6
     assert "empty" in capsys.readouterr().err
     assert not seg.exists()
