@@ -202,3 +202,39 @@ def test_bad_recipe_fails_before_the_run(tmp_path: Path, data: Path) -> None:
     p.write_text(yaml.safe_dump(cfg))
     with pytest.raises(InputError, match="blur_everything"):
         load_config(p, data_dir=data)
+
+
+@pytest.mark.slow
+def test_cohort_from_a_catalog_query(tmp_path: Path, data: Path) -> None:
+    pytest.importorskip("medlens.catalog")
+    from medlens.catalog import scan
+
+    scan(data, tmp_path / "cat.duckdb", workers=1)
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    outcomes = str(data / "cohort.csv").replace("'", "''")
+    cfg["cohort"] = {
+        "catalog": str(tmp_path / "cat.duckdb"),
+        "query": (
+            "SELECT s.patient_id, s.series_uid AS image, r.series_uid AS mask, o.outcome "
+            "FROM series s JOIN series r ON r.patient_id = s.patient_id AND r.modality = 'RTSTRUCT' "
+            f"JOIN read_csv('{outcomes}') o ON o.patient_id = s.patient_id WHERE s.modality = 'CT'"
+        ),
+        "outcome": "outcome",
+    }
+    cfg["model"].update(folds=2, repeats=1, permutations=0, bootstrap=50)
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    res = run_mod.run_pipeline(load_config(p, data_dir=data, out_dir=tmp_path / "run", workers=1), progress=False)
+    assert (res.n_ok, res.n_failed) == (8, 0)
+    df = read_features(tmp_path / "run").set_index("case_id").sort_index()
+    csv = __import__("pandas").read_csv(data / "cohort.csv").set_index("patient_id").sort_index()
+    assert df["outcome"].tolist() == csv["outcome"].tolist()
+
+
+def test_catalog_query_errors(tmp_path: Path, data: Path) -> None:
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg["cohort"]["catalog"] = "x.duckdb"
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match="give the cohort as cohort.csv or as cohort.catalog"):
+        load_config(p, data_dir=data)

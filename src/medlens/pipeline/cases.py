@@ -50,12 +50,17 @@ def load_cases(config: RunConfig) -> list[Case]:
     import pandas as pd
 
     c = config.section("cohort")
-    csv = Path(c["csv"])
-    csv = csv if csv.is_absolute() else config.data_dir / csv
-    if not csv.is_file():
-        raise InputError(f"cohort CSV {csv} not found (cohort.csv is relative to the data folder {config.data_dir})")
-    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    source = str(csv)
+    if c["catalog"] is not None:
+        df, source = _catalog_frame(config)
+    else:
+        csv = Path(c["csv"])
+        csv = csv if csv.is_absolute() else config.data_dir / csv
+        if not csv.is_file():
+            raise InputError(
+                f"cohort CSV {csv} not found (cohort.csv is relative to the data folder {config.data_dir})"
+            )
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        source = str(csv)
     needed = [c["id_column"], c["image_column"]]
     for key in ("mask_column", "outcome", "time_column", "event_column", "batch_column"):
         if c[key] is not None:
@@ -111,6 +116,55 @@ def load_cases(config: RunConfig) -> list[Case]:
     if not cases:
         raise InputError(f"{source}: the cohort has no cases")
     return cases
+
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+
+
+def _catalog_frame(config: RunConfig) -> tuple[Any, str]:
+    """Run ``cohort.query`` on the catalog; series UIDs in the image/mask columns become their folder.
+
+    A series UID is replaced by the folder holding its instances, which must hold no other
+    instance of the catalog (otherwise the series cannot be read as a folder: give paths instead).
+    """
+    import duckdb
+
+    from medlens.catalog import Catalog
+
+    c = config.section("cohort")
+    db = Path(c["catalog"])
+    db = db if db.is_absolute() else config.data_dir / db
+    source = f"catalog {db}"
+    with Catalog(db) as cat:
+        try:
+            df = cat.query(c["query"])
+        except duckdb.Error as exc:
+            raise InputError(f"{source}: cohort.query failed: {str(exc).splitlines()[0]}") from exc
+        df = df.astype(object).where(df.notna(), "").astype(str)
+        for key in ("image_column", "mask_column"):
+            col = c[key]
+            if col is None or col not in df.columns:
+                continue
+            folders = []
+            for value in df[col]:
+                if not _UID.match(value):
+                    folders.append(value)
+                    continue
+                files = cat.files(value)
+                if not files:
+                    raise InputError(f"{source}: series {value} (column {col!r}) is not in the catalog")
+                folder = Path(files[0]).parent
+                n_in_folder = cat.query(
+                    "SELECT count(*) AS n FROM instances WHERE starts_with(path, ?)", [str(folder) + "/"]
+                )["n"].iloc[0]
+                if n_in_folder != len(files):
+                    raise InputError(
+                        f"{source}: series {value} shares its folder {folder} with other DICOM files; "
+                        "return file or folder paths in the query instead of series UIDs"
+                    )
+                folders.append(str(folder))
+            df[col] = folders
+    return df, source
 
 
 def check_outcome(cases: list[Case], *, outcome: str | None, folds: int) -> None:

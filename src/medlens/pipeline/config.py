@@ -5,7 +5,10 @@ Example (every key shown; only ``cohort`` is required)::
     name: sts-lung-metastasis
     data_dir: null                  # base folder of the cohort paths (``--data`` overrides it)
     cohort:
-      csv: cohort.csv               # relative to data_dir
+      csv: cohort.csv               # relative to data_dir; or, instead:
+      catalog: null                 # a MedLens catalog (DuckDB, `medlens catalog scan`) ...
+      query: null                   # ... and SQL returning one row per case with the columns below;
+                                    #     image: a path or a series UID of the catalog
       id_column: patient_id
       image_column: pet_image
       mask_column: pet_rtstruct     # RTSTRUCT/SEG/label image per case
@@ -67,7 +70,9 @@ SCHEMA: dict[str, Any] = {
     "cohort": {
         "required": True,
         "schema": {
-            "csv": {"types": _STR, "required": True},
+            "csv": {"types": _OPT_STR, "default": None},
+            "catalog": {"types": _OPT_STR, "default": None},
+            "query": {"types": _OPT_STR, "default": None},
             "id_column": {"types": _STR, "default": "patient_id"},
             "image_column": {"types": _STR, "default": "image"},
             "mask_column": {"types": _OPT_STR, "default": "mask"},
@@ -175,6 +180,12 @@ def validate_config(raw: Any, *, source: str = "config") -> dict[str, Any]:
     """
     cfg = _validate(raw if raw is not None else {}, SCHEMA, "", source)
     c = cfg["cohort"]
+    if (c["csv"] is None) == (c["catalog"] is None):
+        raise InputError(
+            f"{source}: give the cohort as cohort.csv or as cohort.catalog with cohort.query (one of them)"
+        )
+    if (c["catalog"] is None) != (c["query"] is None):
+        raise InputError(f"{source}: cohort.catalog and cohort.query must be given together")
     if (c["time_column"] is None) != (c["event_column"] is None):
         raise InputError(f"{source}: cohort.time_column and cohort.event_column must be given together")
     if c["mask_column"] is None and cfg["mask"]["method"] is None:
