@@ -236,5 +236,5 @@ def test_catalog_query_errors(tmp_path: Path, data: Path) -> None:
     cfg["cohort"]["catalog"] = "x.duckdb"
     p = tmp_path / "cfg.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(InputError, match="give the cohort as cohort.csv or as cohort.catalog"):
+    with pytest.raises(InputError, match=r"give the cohort as cohort\.csv or as cohort\.catalog"):
         load_config(p, data_dir=data)
