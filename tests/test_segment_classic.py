@@ -182,3 +182,11 @@ def test_segment_classic_import_does_not_load_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_segment_classic_confidence_seed_in_background_is_an_error():
+    img = _blob_image()
+    with pytest.raises(ProcessingError, match="max_fraction"):
+        c.confidence_connected(img, seed_index=(0, 0, 0))
+    with pytest.raises(InputError, match="outside the image"):
+        c.confidence_connected(img, seed_index=(0, -1, 0))
