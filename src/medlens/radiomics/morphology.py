@@ -98,13 +98,17 @@ def _mvee(points: np.ndarray, tol: float = 1e-3, max_iter: int = 1000) -> tuple[
     return a, c
 
 
-def _ombb(hull_points: np.ndarray, face_normals: np.ndarray) -> tuple[float, float, float] | None:
+def _ombb(
+    hull_points: np.ndarray, face_normals: np.ndarray, face_areas: np.ndarray, max_normals: int = 64
+) -> tuple[float, float, float] | None:
     """Edge lengths of a small oriented bounding box of a convex point set.
 
     Candidates: the principal-axes box, the axis-aligned box, and for every distinct hull-face normal the box with one
     face on that hull face whose other two axes form the minimum-area rectangle of the projection
     (rotating calipers over the edges of the projected 2D hull). The smallest volume wins. This is
     the usual "face-flush" approximation of the minimal box (exact in 2D, an upper bound in 3D).
+    Only the ``max_normals`` directions with the largest total hull-face area are tried, which
+    bounds the cost on finely tessellated hulls.
     """
     from scipy.spatial import ConvexHull, QhullError
 
@@ -120,7 +124,9 @@ def _ombb(hull_points: np.ndarray, face_normals: np.ndarray) -> tuple[float, flo
     # n and -n give the same box: keep one sign (first non-zero component positive)
     first = unit[np.arange(unit.shape[0]), np.argmax(np.abs(unit) > 1e-9, axis=1)]
     unit = unit * np.where(first < 0, -1.0, 1.0)[:, None]
-    normals = np.unique(np.round(unit, 6), axis=0)
+    normals, inverse = np.unique(np.round(unit, 6), axis=0, return_inverse=True)
+    area_per_normal = np.bincount(inverse.ravel(), weights=face_areas, minlength=normals.shape[0])
+    normals = normals[np.argsort(-area_per_normal)[:max_normals]]
     for n in normals:
         n = n / np.linalg.norm(n)
         a = np.array([1.0, 0.0, 0.0]) if abs(n[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
@@ -289,7 +295,9 @@ def morphology_features(
         out["morph_vol_dens_conv_hull"] = _div(vol, float(hull.volume))
         out["morph_area_dens_conv_hull"] = _div(area, float(hull.area))
         out["morph_diam"] = _max_distance(hv)
-        obox = _ombb(hv, hull.equations[:, :3])
+        tri_h = verts[hull.simplices]
+        face_areas = 0.5 * np.linalg.norm(np.cross(tri_h[:, 1] - tri_h[:, 0], tri_h[:, 2] - tri_h[:, 0]), axis=1)
+        obox = _ombb(hv, hull.equations[:, :3], face_areas)
         e = np.asarray(obox) if obox is not None else np.full(3, np.nan)
         out["morph_vol_dens_ombb"] = _div(vol, float(np.prod(e)))
         out["morph_area_dens_ombb"] = _div(area, 2.0 * float(e[0] * e[1] + e[0] * e[2] + e[1] * e[2]))
