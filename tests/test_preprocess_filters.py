@@ -11,7 +11,7 @@ from medlens.core.image import Image, Units
 
 def _vol(seed: int = 0, shape: tuple[int, ...] = (12, 40, 36), spacing: tuple[float, ...] = (3.0, 0.8, 0.8)) -> Image:
     rng = np.random.default_rng(seed)
-    z, y, x = np.indices(shape)
+    _, y, x = np.indices(shape)
     base = np.where((y - shape[1] / 2) ** 2 + (x - shape[2] / 2) ** 2 < (shape[1] / 3) ** 2, 60.0, -50.0)
     arr = (base + rng.normal(0.0, 20.0, shape)).astype(np.float32)
     return Image.from_array(arr, spacing=spacing, origin=(10.0, -20.0, 5.0), modality="CT", units=Units.HU)
@@ -267,5 +267,5 @@ def test_preprocess_bad_input_messages() -> None:
         p.clahe_2d(vol, clip_limit=0)
     with pytest.raises(InputError, match="positive intensities"):
         p.n4_bias_correction(vol.with_array(np.full(vol.shape, -5.0, np.float32)))
-    with pytest.raises(InputError, match="must be a medlens.Image"):
+    with pytest.raises(InputError, match=r"must be a medlens\.Image"):
         p.median_filter(np.zeros((4, 4)), size_voxels=3)  # type: ignore[arg-type]
