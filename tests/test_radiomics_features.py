@@ -377,3 +377,30 @@ def test_texture_interface_contract(monkeypatch) -> None:
     assert grey[roi].min() == 1 and grey[roi].max() == 8 and not grey[~roi].any()
     assert calls["n"] == 8 and calls["spacing"] == (2.0, 1.0, 1.0)
     assert isinstance(calls["settings"], TextureSettings)
+
+
+@pytest.mark.parametrize("at_edge", [False, True])
+def test_local_intensity_matches_brute_force(at_edge: bool) -> None:
+    from medlens.radiomics.local_intensity import local_intensity_features
+
+    rng = np.random.default_rng(7)
+    sp = (2.0, 1.5, 1.0)
+    img = rng.normal(size=(14, 18, 22))
+    m = np.zeros(img.shape, bool)
+    if at_edge:
+        m[0:3, 0:4, 15:22] = True  # touches three faces of the image
+    else:
+        m[6:9, 7:11, 8:13] = True
+    radius = (3000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
+    pos = np.argwhere(np.ones(img.shape, bool)) * np.asarray(sp)
+    flat = img.ravel()
+    means = {}
+    for idx in np.argwhere(m):
+        d = np.linalg.norm(pos - idx * np.asarray(sp), axis=1)
+        means[tuple(idx)] = flat[d <= radius + 1e-9].mean()
+    vals = {k: img[k] for k in means}
+    vmax = max(vals.values())
+    expect_loc = max(means[k] for k in means if vals[k] == vmax)
+    f = local_intensity_features(img, m, sp)
+    assert f["loc_peak_glob"] == pytest.approx(max(means.values()), rel=1e-6)
+    assert f["loc_peak_loc"] == pytest.approx(expect_loc, rel=1e-6)

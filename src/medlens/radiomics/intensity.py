@@ -37,8 +37,7 @@ def _moments(x: np.ndarray, prefix: str) -> dict[str, float]:
     # IBSI: skewness and kurtosis of a constant ROI are 0 (no spread, no asymmetry)
     skew = float(np.mean(d**3) / var**1.5) if var > 0 else 0.0
     kurt = float(np.mean(d**4) / var**2 - 3.0) if var > 0 else 0.0
-    p10, p25, p75, p90 = (float(v) for v in np.percentile(x, [10, 25, 75, 90]))
-    med = float(np.median(x))
+    p10, p25, med, p75, p90 = (float(v) for v in np.percentile(x, [10, 25, 50, 75, 90]))
     robust = x[(x >= p10) & (x <= p90)]
     rmad = float(np.mean(np.abs(robust - robust.mean()))) if robust.size else math.nan
     return {

@@ -55,7 +55,11 @@ def local_intensity_features(
     kf = fft.rfftn(kern, size)
     same = tuple(slice(h, h + c) for h, c in zip(half, crop.shape))
     num = fft.irfftn(fft.rfftn(crop, size) * kf, size)[same]
-    den = fft.irfftn(fft.rfftn(np.ones_like(crop), size) * kf, size)[same]
+    clipped = any(a != int(i.min()) - h or b != int(i.max()) + 1 + h for a, b, i, h in zip(lo, hi, idx, half))
+    if clipped:  # near the image edge: count only the sphere voxels that exist
+        den = fft.irfftn(fft.rfftn(np.ones_like(crop), size) * kf, size)[same]
+    else:  # every ROI voxel's sphere lies inside the image
+        den = np.full(crop.shape, float(kern.sum()))
     local_mean = num / np.maximum(np.round(den), 1.0)
     m = int_mask[sl]
     vals = crop[m]
