@@ -217,3 +217,24 @@ def test_write_rtstruct_bad_input(ct_phantom_dir: Path, phantom_ct: Image, tmp_p
     with pytest.raises(InputError, match="no reference file lies at its position"):
         write_rtstruct({"x": shifted}, ct_phantom_dir / "dicom/image", tmp_path / "rs.dcm")
     assert not (tmp_path / "rs.dcm").exists()
+
+
+def test_rtstruct_onto_nifti_reference_warns_and_matches(ct_phantom_dir: Path, phantom_nifti_mask: Image) -> None:
+    nifti_ct = read_volume(ct_phantom_dir / "nifti/image/phantom.nii.gz")  # no Frame of Reference UID
+    with pytest.warns(GeometryWarning, match="has no Frame of Reference UID"):
+        mask = medlens.read_mask(ct_phantom_dir / "dicom/mask", reference=nifti_ct, roi="GTV-1")
+    assert np.array_equal(mask.array, phantom_nifti_mask.array)
+
+
+def test_rtstruct_folder_problems(ct_phantom_dir: Path, phantom_ct: Image, tmp_path: Path) -> None:
+    src = ct_phantom_dir / "dicom/mask/DCM_RS_00060.dcm"
+    two = tmp_path / "two"
+    two.mkdir()
+    (two / "a.dcm").write_bytes(src.read_bytes())
+    (two / "b.dcm").write_bytes(src.read_bytes())
+    with pytest.raises(InputError, match=r"2 RTSTRUCT files found \(a\.dcm, b\.dcm\); pass the one to use"):
+        read_rtstruct(two, reference=phantom_ct, roi="GTV-1")
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(src.read_bytes()[:5000])
+    with pytest.raises(medlens.FormatError, match=r"truncated\.dcm: cannot read as DICOM"):
+        read_rtstruct(truncated, reference=phantom_ct, roi="GTV-1")

@@ -158,3 +158,37 @@ def test_read_mask_dispatch_errors(tmp_path: Path, phantom_ct: Image, ct_phantom
         read_mask(ct_phantom_dir / "dicom/mask", reference=phantom_ct, label=1)
     with pytest.raises(InputError, match="one mask file or folder"):
         read_mask([tmp_path, tmp_path], reference=phantom_ct)
+
+
+# ---- a SEG written by another tool (pydicom-data "liver.dcm": BINARY, 3 frames of 512 x 512) -----------------------
+
+
+def _liver_seg() -> Path:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("liver.dcm")
+    if path is None:
+        pytest.skip("pydicom-data is not installed (pip install pydicom-data)")
+    return Path(str(path))
+
+
+def test_third_party_seg_frames_placed_by_position() -> None:
+    import pydicom
+
+    path = _liver_seg()
+    ds = pydicom.dcmread(path)
+    frames = ds.pixel_array  # frames at z = -128.69, -127.69, -126.69 mm
+    # A reference grid of 6 axial slices, 1 mm apart, starting 2 slices below the SEG's first frame.
+    ref = Image.from_array(
+        np.zeros((6, 512, 512), dtype=np.int16),
+        spacing=(1.0, 0.810547, 0.810547),
+        origin=(-235.2, -226.8, -130.69),
+    ).with_meta(frame_of_reference_uid=str(ds.FrameOfReferenceUID))
+    assert list_segments(path) == ["Liver"]
+    m = read_mask(path, reference=ref, roi="Liver")
+    assert int(m.array.sum()) == int(frames.sum()) == 107098
+    for k in range(3):
+        np.testing.assert_array_equal(m.array[k + 2], frames[k] != 0)
+    assert not m.array[[0, 1, 5]].any()
+    with pytest.raises(GeometryError, match="is not on a slice of the image"):
+        read_seg(path, reference=Image(ref.array[:3], ref.affine, ref.meta))

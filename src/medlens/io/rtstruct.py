@@ -445,7 +445,7 @@ def write_rtstruct(
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DSeq
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     if not masks:
         raise InputError("write_rtstruct needs at least one mask (name -> boolean Image)")
@@ -460,7 +460,7 @@ def write_rtstruct(
     sop_uid = generate_uid()
     ds = Dataset()
     fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
+    fm.MediaStorageSOPClassUID = UID(RT_STRUCTURE_SET_STORAGE)
     fm.MediaStorageSOPInstanceUID = sop_uid
     fm.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = fm

@@ -164,8 +164,9 @@ def _read_nifti(path: Path) -> Image:
     inter = float(getattr(img.dataobj, "inter", 0.0))
     data = raw
     if slope != 1.0 or inter != 0.0:
-        out_dtype = np.float64 if raw.dtype == np.float64 else np.float32
-        data = raw.astype(out_dtype) * out_dtype(slope) + out_dtype(inter)
+        out_dtype = np.dtype(np.float64 if raw.dtype == np.float64 else np.float32)
+        scaled = np.asarray(raw, dtype=out_dtype)
+        data = scaled * np.asarray(slope, dtype=out_dtype) + np.asarray(inter, dtype=out_dtype)
     data = _squeeze_trailing(np.asarray(data), path, "NIfTI")
     nd = data.ndim
     if nd < 2:
