@@ -27,6 +27,7 @@ app = typer.Typer(
 
 # Modules that define ``register(app)``; one line per area.
 _COMMAND_MODULES = [
+    "medlens.cli.preprocess_commands",
     "medlens.cli.pipeline_commands",
     "medlens.cli.io_commands",
     "medlens.cli.mask_commands",
