@@ -254,7 +254,8 @@ def scan(
     con = duckdb.connect(str(dbp))
     try:
         con.execute(_SCHEMA)
-        found = {p: (s, m) for p, s, m in _walk(rootp) if Path(p).resolve() != dbp and not p.endswith(".duckdb.wal")}
+        skip = {str(dbp), str(dbp) + ".wal"}  # the catalog itself may live inside the tree
+        found = {p: (s, m) for p, s, m in _walk(rootp) if p not in skip}
         prefix = str(rootp).rstrip(os.sep) + os.sep
         known = {
             p: (s, m)
