@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from medlens import Image
 from medlens.core.errors import InputError
@@ -404,3 +408,26 @@ def test_local_intensity_matches_brute_force(at_edge: bool) -> None:
     f = local_intensity_features(img, m, sp)
     assert f["loc_peak_glob"] == pytest.approx(max(means.values()), rel=1e-6)
     assert f["loc_peak_loc"] == pytest.approx(expect_loc, rel=1e-6)
+
+
+@hyp_settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    fill=st.floats(0.02, 0.9),
+    constant=st.booleans(),
+    preset=st.sampled_from(["ibsi-c", "ibsi-d", "ibsi-b"]),
+)
+def test_random_rois_never_crash_or_give_silent_nan(seed: int, fill: float, constant: bool, preset: str) -> None:
+    rng = np.random.default_rng(seed)
+    m = rng.random((5, 7, 6)) < fill
+    arr = np.full(m.shape, 30.0) if constant else rng.normal(0.0, 200.0, m.shape).round()
+    img = Image.from_array(arr, spacing=(3.0, 1.0, 1.0))
+    msk = Image.from_array(m, spacing=(3.0, 1.0, 1.0))
+    s = dataclasses.replace(load_preset(preset), texture=TextureSettings(families=()))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        f = extract(img, msk, s)
+    text = " | ".join(str(w.message) for w in rec if issubclass(w.category, RadiomicsWarning))
+    for tag, value in f.items():
+        if not math.isfinite(value):
+            assert tag in text or "its features are NaN" in text, f"{tag} NaN without a reason: {text!r}"
