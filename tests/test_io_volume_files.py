@@ -77,6 +77,24 @@ def test_bool_mask_written_as_uint8(tmp_path: Path, suffix: str) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+@pytest.mark.parametrize("dtype", [np.int8, np.uint16, np.int32, np.uint32, np.int64, np.float64])
+def test_dtypes_round_trip(tmp_path: Path, suffix: str, dtype: type) -> None:
+    big = 2**40 if dtype == np.int64 else 3
+    arr = (np.arange(24).reshape(2, 3, 4) * big).astype(dtype)
+    back = read_volume(write_volume(Image.from_array(arr), tmp_path / f"d{suffix}"))
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back.array, arr)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_float16_written_as_float32(tmp_path: Path, suffix: str) -> None:
+    arr = np.linspace(-2, 2, 24, dtype=np.float16).reshape(2, 3, 4)
+    back = read_volume(write_volume(Image.from_array(arr), tmp_path / f"h{suffix}"))
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back.array, arr.astype(np.float32))
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
 def test_2d_axial_image_round_trip(tmp_path: Path, suffix: str) -> None:
     img = Image.from_array(np.arange(12, dtype=np.int16).reshape(3, 4), spacing=(0.5, 0.7), origin=(3.0, 4.0, 0.0))
     out = write_volume(img, tmp_path / f"flat{suffix}")

@@ -360,7 +360,7 @@ def _write_nifti(image: Image, path: Path) -> None:
         image = _as_one_slice_volume(image)
     arr = _disk_array(image)
     aff_ras = _FLIP @ _xyz_affine(image)
-    nimg = nib.Nifti1Image(np.asarray(arr.T), aff_ras)
+    nimg = nib.Nifti1Image(np.asarray(arr.T), aff_ras, dtype=arr.dtype)
     hdr = nimg.header
     hdr.set_data_dtype(arr.dtype)
     hdr.set_sform(aff_ras, code=1)
@@ -429,6 +429,8 @@ def _write_sitk(image: Image, path: Path, *, detached: bool) -> None:
 
     if image.ndim == 2 and not _axial_2d(image):
         image = _as_one_slice_volume(image)
+    if image.dtype == np.float16:
+        image = image.astype(np.float32)  # ITK has no half-precision pixels
     s = to_sitk(image)
     if detached:
         # SimpleITK writes the .raw beside the .mhd and names it inside the header: write both
