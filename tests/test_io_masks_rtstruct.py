@@ -92,6 +92,19 @@ def test_all_sts_pet_rtstructs_rasterise(sts_dir: Path) -> None:
     assert min(counts.values()) > 100, counts
 
 
+@pytest.mark.slow
+def test_all_sts_ct_rtstructs_rasterise(sts_dir: Path) -> None:
+    counts = {}
+    for pdir in sorted(sts_dir.glob("STS_*")):
+        if not (pdir / "CT").is_dir():
+            continue
+        img = medlens.read_image(pdir / "CT/image")  # JPEG-LS lossless
+        mask = medlens.read_mask(pdir / "CT/rtstruct", reference=img, roi="GTV_Mass_CT")
+        counts[pdir.name] = int(mask.array.sum())
+    assert len(counts) == 20
+    assert min(counts.values()) > 1000, counts
+
+
 # ---- even-odd rasterisation on synthetic contours ------------------------------------------------------------------
 
 
