@@ -192,3 +192,12 @@ def test_third_party_seg_frames_placed_by_position() -> None:
     assert not m.array[[0, 1, 5]].any()
     with pytest.raises(GeometryError, match="is not on a slice of the image"):
         read_seg(path, reference=Image(ref.array[:3], ref.affine, ref.meta))
+
+
+def test_write_seg_multiframe_source_is_clear_error(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    src = get_testdata_file("emri_small.dcm")  # enhanced MR, 10 frames, ships with pydicom
+    mask = Image.from_array(np.ones((10, 64, 64), dtype=bool))
+    with pytest.raises(InputError, match="multi-frame source images are not supported for SEG writing"):
+        write_seg(mask, [src], tmp_path / "x.dcm", segment_label="x")

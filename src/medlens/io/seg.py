@@ -245,7 +245,14 @@ def _source_datasets(source: PathLike | Sequence[Any], series_uid: str | None = 
             ds = pydicom.dcmread(str(it), stop_before_pixels=True)
         except Exception:
             continue
-        if "ImagePositionPatient" in ds and "Rows" in ds and not is_seg(ds):
+        if is_seg(ds):
+            continue
+        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+            raise InputError(
+                f"{it}: multi-frame source images are not supported for SEG writing yet; "
+                "convert the series to single-frame files or write the mask as NIfTI"
+            )
+        if "ImagePositionPatient" in ds and "Rows" in ds:
             out.append(ds)
     if series_uid is not None:
         out = [d for d in out if str(getattr(d, "SeriesInstanceUID", "")) == series_uid]
