@@ -156,6 +156,7 @@ def test_settings_round_trip_and_hash(tmp_path: Path) -> None:
     back = load_settings(p)
     assert back == s and back.settings_hash() == s.settings_hash()
     assert load_preset("ibsi-c").settings_hash() != s.settings_hash()
+    assert load_preset("default") == RadiomicsSettings(name="default")
 
 
 # ---- hand-checked values -----------------------------------------------------------------------
@@ -431,3 +432,15 @@ def test_random_rois_never_crash_or_give_silent_nan(seed: int, fill: float, cons
     for tag, value in f.items():
         if not math.isfinite(value):
             assert tag in text or "its features are NaN" in text, f"{tag} NaN without a reason: {text!r}"
+
+
+def test_extract_accepts_none_and_mappings() -> None:
+    m = _ball()
+    img, msk = _pair(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f_default = extract(img, msk)
+        f_map = extract(img, msk, {"discretisation": {"method": "FBN", "n_bins": 16}})
+    assert f_default["ih_max"] <= 32 and f_map["ih_max"] <= 16
+    with pytest.raises(InputError, match="unknown key 'bins'"):
+        extract(img, msk, {"discretisation": {"bins": 16}})

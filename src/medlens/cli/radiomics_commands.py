@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-_PRESET_HELP = "Preset (ibsi-a|ibsi-b|ibsi-c|ibsi-d|ibsi-e|ibsi-dig) or a settings YAML file."
+_PRESET_HELP = "Preset (default|ibsi-a|ibsi-b|ibsi-c|ibsi-d|ibsi-e|ibsi-dig) or a settings YAML file."
 
 
 def _read_pair(image_path: Path, mask_path: Path, roi: str | None) -> tuple[Any, Any]:
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         image: Annotated[Path, typer.Argument(help="Image: DICOM folder or NIfTI/NRRD/MHA file.")],
         mask: Annotated[Path, typer.Argument(help="Mask: RTSTRUCT/SEG or label volume.")],
         out: Annotated[Path, typer.Option("--out", help="Output CSV (one row).")],
-        preset: Annotated[str, typer.Option("--preset", help=_PRESET_HELP)] = "ibsi-c",
+        preset: Annotated[str, typer.Option("--preset", help=_PRESET_HELP)] = "default",
         roi: Annotated[str | None, typer.Option("--roi", help="ROI name in an RTSTRUCT/SEG.")] = None,
     ) -> None:
         """Compute IBSI radiomics features of one ROI and write them as a one-row CSV."""
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
     def features_batch(
         cases: Annotated[Path, typer.Argument(help="CSV with columns image, mask and optional case_id, roi.")],
         out: Annotated[Path, typer.Option("--out", help="Output CSV, one row per case.")],
-        preset: Annotated[str, typer.Option("--preset", help=_PRESET_HELP)] = "ibsi-c",
+        preset: Annotated[str, typer.Option("--preset", help=_PRESET_HELP)] = "default",
     ) -> None:
         """Compute features for every case listed in CASES.csv (paths relative to that file's folder)."""
         from medlens.core.errors import InputError, MedlensError

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +131,9 @@ def extract_processed(roi: ProcessedROI, settings: RadiomicsSettings) -> dict[st
     return out
 
 
-def extract(image: Image, mask: Image, settings: RadiomicsSettings | str | Path = "ibsi-c") -> dict[str, float]:
+def extract(
+    image: Image, mask: Image, settings: RadiomicsSettings | str | Path | Mapping[str, Any] | None = None
+) -> dict[str, float]:
     """Compute IBSI radiomics features of one ROI.
 
     Parameters
@@ -140,7 +144,9 @@ def extract(image: Image, mask: Image, settings: RadiomicsSettings | str | Path 
         Boolean ROI mask; on the image grid, or on another grid (then resampled through LPS with a
         :class:`RadiomicsWarning`).
     settings
-        :class:`RadiomicsSettings`, a preset name (``ibsi-dig``, ``ibsi-a`` ... ``ibsi-e``) or a YAML path.
+        :class:`RadiomicsSettings`, a preset name (``ibsi-dig``, ``ibsi-a`` ... ``ibsi-e``), a YAML path,
+        a settings mapping (as in the YAML files), or ``None`` for the modality-neutral defaults
+        (no interpolation or re-segmentation, FBN 32 bins, IVH with 1000 bins, 3D texture).
 
     Returns
     -------
@@ -154,7 +160,11 @@ def extract(image: Image, mask: Image, settings: RadiomicsSettings | str | Path 
             f"extract needs medlens.Image objects for image and mask, got {type(image).__name__} and "
             f"{type(mask).__name__}; read them with medlens.read_image / medlens.read_mask"
         )
-    if not isinstance(settings, RadiomicsSettings):
+    if settings is None:
+        settings = RadiomicsSettings(name="default")
+    elif isinstance(settings, Mapping):
+        settings = RadiomicsSettings.from_dict(dict(settings), source="settings mapping")
+    elif not isinstance(settings, RadiomicsSettings):
         settings = load_preset(settings)
     roi = process(image, mask, settings)
     return extract_processed(roi, settings)

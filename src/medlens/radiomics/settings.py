@@ -136,11 +136,12 @@ class DiscretisationSettings:
 class IVHSettings:
     """Intensity-volume histogram discretisation (IBSI 1, IVH).
 
-    ``method``: ``"none"`` (discrete calibrated intensities, interval 1), ``"FBS"`` (bin centres,
-    ``bin_width``) or ``"FBN"`` (``n_bins`` levels, arbitrary units).
+    ``method``: ``"none"`` (discrete calibrated intensities such as CT HU, interval 1), ``"FBS"``
+    (bin centres, ``bin_width``, e.g. PET SUV) or ``"FBN"`` (``n_bins`` levels, arbitrary units; the
+    default, safe for any modality).
     """
 
-    method: str = "none"
+    method: str = "FBN"
     n_bins: int = 1000
     bin_width: float = 2.5
 
