@@ -229,6 +229,9 @@ def test_write_rtstruct_bad_input(ct_phantom_dir: Path, phantom_ct: Image, tmp_p
     )
     with pytest.raises(InputError, match="no reference file lies at its position"):
         write_rtstruct({"x": shifted}, ct_phantom_dir / "dicom/image", tmp_path / "rs.dcm")
+    other_for = phantom_ct.with_array(np.ones(phantom_ct.shape, dtype=bool)).with_meta(frame_of_reference_uid="1.2.3")
+    with pytest.raises(GeometryError, match=r"mask 'o' is in Frame of Reference 1\.2\.3 but the reference series"):
+        write_rtstruct({"o": other_for}, ct_phantom_dir / "dicom/image", tmp_path / "rs.dcm")
     assert not (tmp_path / "rs.dcm").exists()
 
 

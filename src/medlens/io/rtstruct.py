@@ -512,6 +512,12 @@ def write_rtstruct(
             raise InputError(f"mask {name!r} must be a boolean 3D Image, got {mask!r}")
         if not mask.array.any():
             raise InputError(f"mask {name!r} is empty; an RTSTRUCT ROI needs at least one voxel")
+        mask_for = mask.meta.frame_of_reference_uid
+        if mask_for and mask_for != for_uid:
+            raise GeometryError(
+                f"mask {name!r} is in Frame of Reference {mask_for} but the reference series is in {for_uid}: "
+                "the mask belongs to another image"
+            )
         # Which reference slice holds each mask slice: match slice positions along the mask's axis 0.
         kidx = mask.world_to_index(positions)
         slice_of = {}
