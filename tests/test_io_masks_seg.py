@@ -116,6 +116,8 @@ def test_write_seg_bad_input(ct_phantom_dir: Path, phantom_ct: Image, gtv: Image
     other = Image(gtv.array[:30], gtv.affine, gtv.meta)
     with pytest.raises(GeometryError, match="not on the grid of the source series"):
         write_seg(other, src, out, segment_label="x")
+    with pytest.raises(GeometryError, match=r"the mask is in Frame of Reference 1\.2\.3 but the source series"):
+        write_seg(gtv.with_meta(frame_of_reference_uid="1.2.3"), src, out, segment_label="x")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -338,6 +338,13 @@ def write_seg(
             raise GeometryError(f"masks {next(iter(masks))!r} and {name!r} are on different grids")
 
     refs = _source_datasets(source_datasets_or_dir, series_uid)
+    src_for = str(getattr(refs[0], "FrameOfReferenceUID", ""))
+    mask_for = first.meta.frame_of_reference_uid
+    if mask_for and src_for and mask_for != src_for:
+        raise GeometryError(
+            f"the mask is in Frame of Reference {mask_for} but the source series is in {src_for}: "
+            "it belongs to another image"
+        )
     nz, ny, nx = first.shape
     positions = np.array([[float(v) for v in d.ImagePositionPatient] for d in refs])
     kidx = first.world_to_index(positions)
