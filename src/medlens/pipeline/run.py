@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import time
@@ -39,16 +40,36 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
-def case_key(case: Case, feature_settings: dict[str, Any]) -> str:
-    """Content hash of the case's files and values plus the feature settings and MedLens version."""
+_CODE_PACKAGES = ("core", "io", "preprocess", "segment", "radiomics", "pipeline")
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 (16 hex) of the MedLens source that computes features (core, io, preprocess, segment,
+    radiomics, pipeline), so that a code change — not only a version bump — invalidates finished cases.
+
+    Computed once per process (the code a process runs does not change after it is imported)."""
+    import hashlib
+
     import medlens
 
+    root = Path(medlens.__file__).resolve().parent
+    h = hashlib.sha256(medlens.__version__.encode())
+    for pkg in _CODE_PACKAGES:
+        for f in sorted((root / pkg).rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def case_key(case: Case, feature_settings: dict[str, Any], *, code: str | None = None) -> str:
+    """Content hash of the case's files and values, the feature settings and the MedLens code."""
     return content_hash(
         [case.image, case.mask],
         extra={
             "case": case.to_dict() | {"image": None, "mask": None},
             "settings": feature_settings,
-            "medlens": medlens.__version__,
+            "code": code if code is not None else code_fingerprint(),
         },
     )
 
@@ -236,7 +257,8 @@ def execute_cases(
     cases_dir = config.out_dir / "cases"
     cases_dir.mkdir(parents=True, exist_ok=True)
     base_dir = str(config.source.resolve().parent) if config.source else str(Path.cwd())
-    keyed = [(cs, case_key(cs, hash_settings)) for cs in cases]
+    code = code_fingerprint()
+    keyed = [(cs, case_key(cs, hash_settings, code=code)) for cs in cases]
     done: dict[str, dict[str, Any]] = {}
     todo: list[tuple[Case, str]] = []
     for cs, key in keyed:
@@ -277,6 +299,8 @@ def execute_cases(
                 done[cs.case_id] = res
                 bar.update(task, advance=1, description=f"{cs.case_id} {res['status']}")
     results = [done[cs.case_id] for cs in cases if cs.case_id in done]
+    for r in results:  # every key embeds this fingerprint, so cached results were made by this code too
+        r["code_hash"] = code
     n_failed = sum(r["status"] != "ok" for r in results)
     return ExecutionSummary(results, n_skipped, len(todo), n_failed, time.perf_counter() - t0, mode)
 

@@ -8,8 +8,8 @@ Columns: ``case_id``, ``roi``, ``status`` (``ok``/``error``), ``error``, the out
 (``outcome``, ``time``, ``event``, ``batch``), clinical predictors (``clin_*``: the CSV's
 clinical columns and age/sex/BMI read from the DICOM headers), lineage (``study_uid``,
 ``series_uid``, ``sop_uids_hash``, ``n_sop_instances``, ``modality``, ``units``, ``input_hash``,
-``settings_hash``, ``medlens_version``, ``started_at``, ``finished_at``, ``run_id``) and one
-column per IBSI feature tag.
+``settings_hash``, ``medlens_version``, ``code_hash`` (fingerprint of the feature code),
+``started_at``, ``finished_at``, ``run_id``) and one column per IBSI feature tag.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ LINEAGE_COLUMNS = (
     "input_hash",
     "settings_hash",
     "medlens_version",
+    "code_hash",
     "started_at",
     "finished_at",
     "run_id",
@@ -70,6 +71,7 @@ def results_frame(results: list[dict[str, Any]], *, run_id: str, settings_hash: 
             input_hash=r["key"],
             settings_hash=settings_hash,
             medlens_version=medlens.__version__,
+            code_hash=r.get("code_hash", ""),
             started_at=r.get("started_at"),
             finished_at=r.get("finished_at"),
             run_id=run_id,
