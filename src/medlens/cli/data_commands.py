@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         cols = ["patient_id", "modality", "n_instances", "series_description", "series_uid"]
         typer.echo("\t".join(cols))
         for r in rows[cols].itertuples(index=False):
-            typer.echo("\t".join("" if v is None else str(v) for v in r))
+            typer.echo("\t".join("" if v is None or v != v else str(v) for v in r))
         typer.echo(f"{len(rows)} series", err=True)
 
     @app.command("deid")
