@@ -134,3 +134,26 @@ def test_sitk_2d_round_trip():
     back = from_sitk(s)
     np.testing.assert_array_equal(back.array, img.array)
     np.testing.assert_allclose(back.affine, img.affine)
+
+
+def test_sitk_2d_outside_axial_plane_becomes_one_slice_volume():
+    # a 2D image whose plane is not axial (normal along +P) and not through z = 0
+    d = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]).T
+    img = Image.from_array(np.arange(6.0).reshape(2, 3), spacing=(2.0, 0.5), origin=(1, 2, 5), direction=d)
+    s = to_sitk(img)
+    assert s.GetSize() == (3, 2, 1)
+    for j, i in [(0, 0), (2, 1), (1, 1)]:
+        np.testing.assert_allclose(s.TransformIndexToPhysicalPoint((j, i, 0)), img.index_to_world([i, j]))
+        assert s.GetPixel(j, i, 0) == img.array[i, j]
+
+
+def test_atomic_path_gives_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from medlens.core.atomic import atomic_write_text
+
+    out = atomic_write_text(tmp_path / "a.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask

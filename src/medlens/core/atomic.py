@@ -23,6 +23,10 @@ def atomic_path(target: str | os.PathLike[str], *, suffix: str | None = None) ->
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suf}", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600 files; give the output the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, target)

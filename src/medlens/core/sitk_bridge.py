@@ -75,5 +75,10 @@ def to_sitk(image: Image) -> Any:
         out.SetDirection(tuple(float(v) for v in (m2 / sp).ravel()))
         out.SetOrigin(tuple(float(v) for v in aff[:2, 3]))
         return out
-    vol = Image(arr[np.newaxis], aff, image.meta)
-    return to_sitk(vol)
+    # A 2D image outside the z = 0 plane becomes a one-slice volume: axis 0 is the slice normal.
+    vol_aff = np.eye(4)
+    vol_aff[:3, 0] = aff[:3, 2]
+    vol_aff[:3, 1] = aff[:3, 0]
+    vol_aff[:3, 2] = aff[:3, 1]
+    vol_aff[:3, 3] = aff[:3, 3]
+    return to_sitk(Image(arr[np.newaxis], vol_aff, image.meta))
