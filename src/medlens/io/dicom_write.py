@@ -41,13 +41,13 @@ def _uid(*parts: object) -> str:
 
 def _file_meta(sop_class: str, sop_instance: str) -> Any:
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import UID, ExplicitVRLittleEndian
 
     fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = sop_class
-    fm.MediaStorageSOPInstanceUID = sop_instance
+    fm.MediaStorageSOPClassUID = UID(sop_class)
+    fm.MediaStorageSOPInstanceUID = UID(sop_instance)
     fm.TransferSyntaxUID = ExplicitVRLittleEndian
-    fm.ImplementationClassUID = _IMPL_UID
+    fm.ImplementationClassUID = UID(_IMPL_UID)
     fm.ImplementationVersionName = "MEDLENS_010"
     return fm
 

@@ -130,7 +130,7 @@ def _fallback_read_dicom_series(path: str | os.PathLike[str]) -> Image:
     if len(datasets) > 1:
         steps = np.diff(ipp, axis=0)
         step = steps.mean(axis=0)
-        if np.abs(steps - step).max() > 0.01 * max(np.linalg.norm(step), 1e-6) + 1e-3:
+        if np.abs(steps - step).max() > 0.01 * max(float(np.linalg.norm(step)), 1e-6) + 1e-3:
             raise InputError(f"{path}: irregular slice spacing; the minimal fallback reader cannot resample it")
     else:
         step = normal * float(getattr(datasets[0], "SliceThickness", 1) or 1)
@@ -172,7 +172,7 @@ def rtstruct_roi_names(path: str | os.PathLike[str]) -> list[str]:
     return []
 
 
-def read_mask(path: str | os.PathLike[str], reference: Image, roi: str) -> tuple[Image, list[str]]:
+def read_mask(path: str | os.PathLike[str], reference: Image, roi: str | None) -> tuple[Image, list[str]]:
     """Read a mask with :func:`medlens.read_mask`, or the FALLBACK rasteriser; returns (mask, fallbacks)."""
     if _module_available("medlens.io.masks"):
         import medlens
@@ -181,7 +181,7 @@ def read_mask(path: str | os.PathLike[str], reference: Image, roi: str) -> tuple
     return _fallback_read_rtstruct(path, reference, roi), ["io.read_mask (minimal RTSTRUCT rasteriser)"]
 
 
-def _fallback_read_rtstruct(path: str | os.PathLike[str], reference: Image, roi: str) -> Image:
+def _fallback_read_rtstruct(path: str | os.PathLike[str], reference: Image, roi: str | None) -> Image:
     """FALLBACK: fill the closed planar contours of one ROI onto the reference grid (even-odd rule)."""
     import pydicom
     from skimage.draw import polygon
@@ -356,7 +356,7 @@ def read_audit_entries(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         reader = getattr(audit.AuditLog(p), "entries", None) or getattr(audit.AuditLog(p), "read", None)
         if callable(reader):
             try:
-                return [e if isinstance(e, Mapping) else getattr(e, "__dict__", {"entry": str(e)}) for e in reader()]
+                return [dict(e) if isinstance(e, Mapping) else {"entry": str(e)} for e in reader()]
             except Exception:
                 pass
     out = []

@@ -206,7 +206,7 @@ def content_hash(paths: list[str | None], *, extra: Any = None) -> str:
         for f in files:
             h.update(str(f.relative_to(root) if f != root else f.name).encode())
             with f.open("rb") as fh:
-                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                while chunk := fh.read(1 << 20):
                     h.update(chunk)
     h.update(json.dumps(extra, sort_keys=True, default=str).encode())
     return h.hexdigest()

@@ -148,6 +148,8 @@ def process_case(case: dict[str, Any], settings: dict[str, Any], key: str, cases
             mask = _compat.segment(image, settings["mask"]["method"])
             roi_name = settings["mask"]["method"]
         else:
+            if not c.mask:
+                raise InputError(f"case {c.case_id}: no mask file and no mask.method to make one")
             roi_pattern = settings["mask"]["roi"]
             if roi_pattern is not None:
                 names = _compat.rtstruct_roi_names(c.mask) if c.mask else []
@@ -193,7 +195,7 @@ def process_case(case: dict[str, Any], settings: dict[str, Any], key: str, cases
         thumb = _thumbnail(np.asarray(image.array), m)
         with atomic_path(Path(cases_dir) / f"{c.case_id}__{key}.npz") as tmp:
             with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **thumb)
+                np.savez_compressed(fh, image=thumb["image"], mask=thumb["mask"])
     except MedlensError as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a bug or an unexpected file: recorded, the run goes on
