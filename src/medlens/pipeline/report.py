@@ -195,6 +195,7 @@ def write_report(
             "volume_ml": r["qa"]["mask_volume_ml"],
             "roi_min": r["qa"]["roi_min"],
             "roi_max": r["qa"]["roi_max"],
+            "warnings": "; ".join(r.get("warnings", []))[:300],
         }
         for r in ok
     ]
@@ -262,4 +263,5 @@ def write_report(
     parts.append("</body></html>")
     target = out_dir / "report.html"
     atomic_write_text(target, "\n".join(parts))
+    target.chmod(0o644)  # a report is meant to be shared (the atomic temporary file is created 0600)
     return target
