@@ -238,3 +238,28 @@ def test_catalog_query_errors(tmp_path: Path, data: Path) -> None:
     p.write_text(yaml.safe_dump(cfg))
     with pytest.raises(InputError, match=r"give the cohort as cohort\.csv or as cohort\.catalog"):
         load_config(p, data_dir=data)
+
+
+@pytest.mark.slow
+def test_random_forest_with_harmonisation_end_to_end(tmp_path: Path, data: Path) -> None:
+    import pandas as pd
+
+    df = pd.read_csv(data / "cohort.csv")
+    df["site"] = ["A", "B"] * (len(df) // 2)
+    df.to_csv(tmp_path / "sites.csv", index=False)
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg["cohort"].update(csv=str(tmp_path / "sites.csv"), batch_column="site")
+    cfg["model"].update(classifier="random_forest", harmonise=True, folds=2, repeats=2, permutations=5, bootstrap=50)
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    res = run_mod.run_pipeline(load_config(p, data_dir=data, out_dir=tmp_path / "run", workers=1), progress=False)
+    m = res.metrics
+    assert m["harmonised"] is True and m["classifier"] == "random_forest"
+    assert m["importance_kind"] == "impurity importance"
+    assert 0 < len(m["importance"]) <= 8 and all(d["importance"] >= 0 for d in m["importance"])
+    assert 0.0 <= m["auc"] <= 1.0 and 0.0 < m["permutation_p"] <= 1.0
+    import joblib
+
+    saved = joblib.load(tmp_path / "run" / "model" / "model.joblib")
+    assert [n for n, _ in saved["pipeline"].steps][0] == "harmonise"
+    assert read_features(tmp_path / "run")["batch"].tolist().count("A") == 4
