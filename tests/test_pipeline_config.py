@@ -160,3 +160,8 @@ def test_settings_file_is_hashed_by_content(tmp_path: Path, demo_data: Path) -> 
     assert h1 == h2.settings_for_hash()  # same content elsewhere: same key
     (tmp_path / "b" / "rad.yaml").write_text("name: y\n")
     assert h1 != h2.settings_for_hash()
+
+
+def test_bad_memory_limit(tmp_path: Path, demo_data: Path) -> None:
+    with pytest.raises(InputError, match=r"execution.memory_limit 'lots' is not a size"):
+        load_config(_write(tmp_path, _cfg(execution={"memory_limit": "lots"})), data_dir=demo_data)

@@ -190,6 +190,17 @@ def validate_config(raw: Any, *, source: str = "config") -> dict[str, Any]:
         raise InputError(f"{source}: cohort.time_column and cohort.event_column must be given together")
     if c["mask_column"] is None and cfg["mask"]["method"] is None:
         raise InputError(f"{source}: give cohort.mask_column (a mask file per case) or mask.method (segmentation)")
+    try:
+        from dask.utils import parse_bytes
+
+        parse_bytes(cfg["execution"]["memory_limit"])
+    except ImportError:  # pragma: no cover - dask is a dependency
+        pass
+    except (ValueError, TypeError) as exc:
+        raise InputError(
+            f"{source}: execution.memory_limit {cfg['execution']['memory_limit']!r} is not a size "
+            "(use e.g. '2GB', '500MB')"
+        ) from exc
     if cfg["model"]["harmonise"] and c["batch_column"] is None:
         raise InputError(f"{source}: model.harmonise is true but cohort.batch_column is not set")
     return cfg
