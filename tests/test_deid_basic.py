@@ -405,3 +405,21 @@ def test_deid_descriptors_keep_roi_names(sts_dir: Path, tmp_path: Path) -> None:
     assert basic.StructureSetROISequence[0].ROIName in ("", None)
     assert desc.StructureSetROISequence[0].ROIName == "GTV_Mass_PET"
     assert [c.CodeValue for c in desc.DeidentificationMethodCodeSequence] == ["113100", "113105"]
+
+
+@pytest.mark.slow
+def test_deid_parallel_equals_serial(sts_dir: Path, tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "STS_020").symlink_to(sts_dir / "STS_020")
+    key = tmp_path / "k.key"
+    key.write_text("ab" * 32)
+    r1 = deidentify(inp, tmp_path / "serial", key_file=key, workers=1)
+    r2 = deidentify(inp, tmp_path / "parallel", key_file=key, workers=2)
+    assert r1.n_written == r2.n_written > 64 and r2.n_duplicates == 0
+    a = {f.relative_to(tmp_path / "serial"): f.read_bytes() for f in (tmp_path / "serial").rglob("*.dcm")}
+    b = {f.relative_to(tmp_path / "parallel"): f.read_bytes() for f in (tmp_path / "parallel").rglob("*.dcm")}
+    assert a == b
+    assert (tmp_path / "serial.pseudonyms.csv").read_text() == (tmp_path / "parallel.pseudonyms.csv").read_text()
+    with pytest.raises(InputError, match="workers must be >= 1"):
+        deidentify(inp, tmp_path / "x", workers=0)

@@ -75,6 +75,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow an existing, non-empty output.")] = False,
+        workers: Annotated[int, typer.Option("--workers", help="Parallel processes (1: in this process).")] = 1,
         audit: Annotated[Path | None, typer.Option("--audit", help="Append an entry to this audit log.")] = None,
     ) -> None:
         """De-identify INPUT_DIR into OUTPUT_DIR (DICOM PS3.15 Annex E Basic Profile)."""
@@ -88,6 +89,7 @@ def register(app: typer.Typer) -> None:
             map_path=map_path,
             key_file=key_file,
             overwrite=overwrite,
+            workers=workers,
             audit_log=audit,
         )
         typer.echo(rep.summary())

@@ -330,6 +330,7 @@ def deidentify(
     key_file: str | os.PathLike[str] | None = None,
     private_creators: Iterable[str] = (),
     overwrite: bool = False,
+    workers: int | None = 1,
     audit_log: str | os.PathLike[str] | None = None,
 ) -> DeidReport:
     """De-identify every DICOM file under ``input_dir`` into ``output_dir``.
@@ -360,13 +361,16 @@ def deidentify(
         Private creator strings whose private blocks are kept.
     overwrite
         Allow writing into an existing output that is not an interrupted run with the same settings.
+    workers
+        Processes (Dask multiprocessing scheduler over partitions of the file list); ``None``: the
+        number of CPU cores; ``1`` (default): in this process.
     audit_log
         Optional audit log to which the run is appended.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
 
     t0 = time.perf_counter()
+    if workers is not None and workers < 1:
+        raise InputError(f"deid: workers must be >= 1, got {workers}")
     if profile != "basic":
         raise InputError(f"profile {profile!r} is not supported; use profile 'basic' (PS3.15 E.1-1)")
     opts = sorted(set(_parse_options(retain)))
@@ -413,60 +417,47 @@ def deidentify(
     atomic_write_text(state_path, json.dumps({"settings": settings, "status": "running"}, indent=1))
 
     rep = DeidReport(str(inp), str(out), str(mp), [o.value for o in opts])
-    written: set[Path] = set()
-    for path in sorted(p for p in inp.rglob("*") if p.is_file()):
-        rep.n_files += 1
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # pydicom's value-validation chatter on input
-                try:
-                    ds = pydicom.dcmread(path)
-                except InvalidDicomError:
-                    ds = pydicom.dcmread(path, force=True)  # DICOM without preamble/meta (older files)
-                    if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-                        raise
-                    ds.ensure_file_meta()
-                    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-                    if "TransferSyntaxUID" not in ds.file_meta:
-                        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    paths = _list_files(inp)
+    rep.n_files = len(paths)
+    nworkers = workers or os.cpu_count() or 1
+    cfg = {
+        "key": key,
+        "options": [o.value for o in opts],
+        "private_creators": sorted(private_creators),
+        "out": str(out),
+    }
+    if nworkers <= 1 or len(paths) < 64:
+        records = _process_batch(paths, cfg)
+    else:
+        import dask
+        import dask.bag as db
 
-                        ds.file_meta.TransferSyntaxUID = (
-                            ImplicitVRLittleEndian if ds.original_encoding[0] else ExplicitVRLittleEndian
-                        )
-        except InvalidDicomError:
-            rep.skipped.append((str(path), "not a DICOM file"))
+        bag = db.from_sequence(paths, npartitions=min(len(paths), nworkers * 4))
+        bag = bag.map_partitions(_process_batch, cfg)
+        with dask.config.set({"multiprocessing.context": "spawn"}):
+            records = list(bag.compute(scheduler="processes", num_workers=nworkers))
+    done: dict[str, str] = {}
+    for r in records:  # in input-path order, as the bag keeps partition order
+        if r["status"] == "skipped":
+            rep.skipped.append((r["path"], r["reason"]))
             continue
-        except Exception as exc:
-            rep.skipped.append((str(path), f"unreadable: {type(exc).__name__}: {exc}"))
-            continue
-        if str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "")) == "1.2.840.10008.1.3.10":
-            rep.skipped.append((str(path), "DICOMDIR (references would be stale; rebuild it from the output)"))
-            continue
-        if "SOPInstanceUID" not in ds:
-            rep.skipped.append((str(path), "no SOPInstanceUID"))
-            continue
-        if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
-            rep.burned_in.append(str(path))
+        if r["burned_in"]:
+            rep.burned_in.append(r["path"])
             warnings.warn(
-                f"{path}: BurnedInAnnotation=YES: the pixels may show identifying text, which the Basic Profile "
-                "does not remove; review or clean the pixels before release",
+                f"{r['path']}: BurnedInAnnotation=YES: the pixels may show identifying text, which the Basic "
+                "Profile does not remove; review or clean the pixels before release",
                 BurnedInAnnotationWarning,
                 stacklevel=2,
             )
-        target = _target(out, ds, deid)
-        if target in written:
+        for pid, info in r["patients"].items():
+            deid.patients.setdefault(pid, info)
+        deid.uids.update({k: tuple(v) for k, v in r["uids"].items()})
+        if r["target"] in done:
             rep.n_duplicates += 1
             continue
-        written.add(target)
-        deid.deidentify(ds)  # also records the patient and UIDs for the map
-        if target.exists():
-            rep.n_resumed += 1
-            continue
-        with atomic_path(target, suffix=".dcm") as tmp:
-            buf = io.BytesIO()
-            ds.save_as(buf, enforce_file_format=True)
-            tmp.write_bytes(buf.getvalue())
-        rep.n_written += 1
+        done[r["target"]] = r["status"]
+    rep.n_written = sum(1 for v in done.values() if v == "written")
+    rep.n_resumed = sum(1 for v in done.values() if v == "resumed")
     _write_map(mp, deid)
     atomic_write_text(state_path, json.dumps({"settings": settings, "status": "complete"}, indent=1))
     rep.seconds = time.perf_counter() - t0
@@ -487,6 +478,97 @@ def deidentify(
             },
         )
     return rep
+
+
+def _list_files(root: Path) -> list[str]:
+    """Every file under ``root``, sorted; symlinked folders are followed once (no loops), like the catalog."""
+    seen = {os.path.realpath(root)}
+    out = []
+    for d, dirs, names in os.walk(root, followlinks=True):
+        keep = []
+        for sub in dirs:
+            real = os.path.realpath(os.path.join(d, sub))
+            if real not in seen:
+                seen.add(real)
+                keep.append(sub)
+        dirs[:] = keep
+        out += [os.path.join(d, f) for f in names if os.path.isfile(os.path.join(d, f))]
+    return sorted(out)
+
+
+def _read_dataset(path: str) -> Any:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pydicom's value-validation chatter on input
+        try:
+            return pydicom.dcmread(path)
+        except InvalidDicomError:
+            ds = pydicom.dcmread(path, force=True)  # DICOM without preamble/meta (older files)
+            if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+                raise
+            ds.ensure_file_meta()
+            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+            if "TransferSyntaxUID" not in ds.file_meta:
+                from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+                ds.file_meta.TransferSyntaxUID = (
+                    ImplicitVRLittleEndian if ds.original_encoding[0] else ExplicitVRLittleEndian
+                )
+            return ds
+
+
+def _process_file(path: str, out: Path, deid: Deidentifier) -> dict[str, Any]:
+    """De-identify one file into ``out`` (atomically; an existing target is left as it is)."""
+    from pydicom.errors import InvalidDicomError
+
+    rec: dict[str, Any] = {
+        "path": path,
+        "status": "skipped",
+        "reason": "",
+        "target": "",
+        "burned_in": False,
+        "patients": {},
+        "uids": {},
+    }
+    try:
+        ds = _read_dataset(path)
+    except InvalidDicomError:
+        rec["reason"] = "not a DICOM file"
+        return rec
+    except Exception as exc:
+        rec["reason"] = f"unreadable: {type(exc).__name__}: {exc}"
+        return rec
+    if str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "")) == "1.2.840.10008.1.3.10":
+        rec["reason"] = "DICOMDIR (references would be stale; rebuild it from the output)"
+        return rec
+    if "SOPInstanceUID" not in ds:
+        rec["reason"] = "no SOPInstanceUID"
+        return rec
+    rec["burned_in"] = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
+    target = _target(out, ds, deid)
+    rec["target"] = str(target)
+    deid.patients.clear()
+    deid.uids.clear()
+    deid.deidentify(ds)  # records the patient and study/series UIDs for the map
+    rec["patients"], rec["uids"] = dict(deid.patients), dict(deid.uids)
+    if target.exists():
+        rec["status"] = "resumed"
+        return rec
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with atomic_path(target, suffix=".dcm") as tmp:
+        tmp.write_bytes(buf.getvalue())
+    rec["status"] = "written"
+    return rec
+
+
+def _process_batch(paths: list[str], cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """:func:`_process_file` over a batch (one Dask partition); ``cfg`` holds the key and options."""
+    deid = Deidentifier(cfg["key"], options=cfg["options"], private_creators=cfg["private_creators"])
+    out = Path(cfg["out"])
+    return [_process_file(p, out, deid) for p in paths]
 
 
 def _write_map(path: Path, deid: Deidentifier) -> None:
