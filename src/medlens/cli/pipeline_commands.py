@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", help="Folder for the synthetic data and the run.")] = Path(
             "medlens-demo"
         ),
-        cases: Annotated[int, typer.Option("--cases", help="Number of synthetic cases (at least 8).")] = 32,
+        cases: Annotated[int, typer.Option("--cases", help="Number of synthetic cases (at least 8).")] = 40,
         workers: Annotated[
             int | None, typer.Option("--workers", help="Dask workers (default: one per core; 1: no Dask).")
         ] = None,

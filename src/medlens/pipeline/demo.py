@@ -179,7 +179,7 @@ def _write_rtstruct(masks: dict[str, Image], files: list[Path], target: Path, *,
 def run_demo(
     out_dir: str | os.PathLike[str] = "medlens-demo",
     *,
-    n_cases: int = 32,
+    n_cases: int = 40,
     workers: int | None = None,
     progress: bool = True,
     permutations: int | None = None,
