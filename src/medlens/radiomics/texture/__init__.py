@@ -1,0 +1,142 @@
+"""IBSI texture feature families: GLCM, GLRLM, GLSZM, GLDZM, NGTDM, NGLDM.
+
+:func:`compute_texture_features` is the entry point used by :func:`medlens.radiomics.extract`; the per-family
+``*_matrices`` functions return the raw count matrices and ``*_features`` the features of one family.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from medlens.core.errors import InputError
+from medlens.radiomics.texture._common import setting
+from medlens.radiomics.texture.glcm import glcm_features, glcm_matrices
+from medlens.radiomics.texture.gldzm import gldzm_features, gldzm_matrices
+from medlens.radiomics.texture.glrlm import glrlm_features, glrlm_matrices
+from medlens.radiomics.texture.glszm import glszm_features, glszm_matrices
+from medlens.radiomics.texture.ngldm import ngldm_features, ngldm_matrices
+from medlens.radiomics.texture.ngtdm import ngtdm_features, ngtdm_matrices
+
+__all__ = [
+    "compute_texture_features",
+    "glcm_features",
+    "glcm_matrices",
+    "gldzm_features",
+    "gldzm_matrices",
+    "glrlm_features",
+    "glrlm_matrices",
+    "glszm_features",
+    "glszm_matrices",
+    "ngldm_features",
+    "ngldm_matrices",
+    "ngtdm_features",
+    "ngtdm_matrices",
+]
+
+_FAMILIES = ("glcm", "glrlm", "glszm", "gldzm", "ngtdm", "ngldm")
+
+
+def _warning_category() -> type[Warning]:
+    try:
+        from medlens.radiomics.diagnostics import RadiomicsWarning
+
+        return RadiomicsWarning
+    except ImportError:  # pragma: no cover - the diagnostics module belongs to the pipeline
+        from medlens.core.errors import MedlensWarning
+
+        return MedlensWarning
+
+
+def compute_texture_features(
+    grey: np.ndarray,
+    *,
+    roi: np.ndarray,
+    morph_roi: np.ndarray | None = None,
+    spacing_mm: tuple[float, ...] | None = None,
+    n_levels: int,
+    settings: Any = None,
+) -> dict[str, float]:
+    """All requested IBSI texture features of a discretised ROI, keyed by IBSI tag.
+
+    Parameters
+    ----------
+    grey
+        Discretised grey levels, int, shape (z, y, x) (or (y, x)); levels 1..``n_levels`` inside ``roi``.
+    roi
+        Intensity mask, bool, same shape.
+    morph_roi
+        Morphological mask, bool, same shape (GLDZM border distance); ``None`` uses ``roi``.
+    spacing_mm
+        Voxel spacing (mm), array axis order. Texture matrices are defined on the voxel grid, so it is not
+        used; accepted for the shared interface.
+    n_levels
+        Number of grey levels Ng (matrix rows; levels absent from the ROI still count).
+    settings
+        Object with the fields of :class:`medlens.radiomics.settings.TextureSettings` (missing fields take the
+        IBSI defaults): ``dims``, ``glcm_distance``, ``glcm_symmetric``, ``ngtdm_distance``,
+        ``ngldm_distance``, ``ngldm_alpha``, ``gldzm_distance_metric``, ``families``.
+
+    Returns
+    -------
+    dict
+        ``cm_*``, ``rlm_*`` (``_2D_avg``, ``_2D_comb``, ``_2_5D_avg``, ``_2_5D_comb``, ``_3D_avg``, ``_3D_comb``)
+        and ``szm_*``, ``dzm_*``, ``ngt_*``, ``ngl_*`` (``_2D``, ``_2_5D``, ``_3D``). A feature that is
+        undefined for this ROI (no voxel pairs, zero variance, ...) is NaN, with a warning naming the family.
+    """
+    grey = np.asarray(grey)
+    roi = np.asarray(roi, dtype=bool)
+    if grey.shape != roi.shape:
+        raise InputError(f"texture: grey shape {grey.shape} differs from roi shape {roi.shape}; give one grid")
+    if morph_roi is not None and np.shape(morph_roi) != roi.shape:
+        raise InputError(f"texture: morph_roi shape {np.shape(morph_roi)} differs from roi shape {roi.shape}")
+    if int(n_levels) < 1:
+        raise InputError(f"texture: n_levels must be >= 1, got {n_levels}")
+    n_levels = int(n_levels)
+    if roi.any():
+        vals = grey[roi]
+        if vals.min() < 1 or vals.max() > n_levels:
+            raise InputError(
+                f"texture: grey levels inside the ROI span {int(vals.min())}..{int(vals.max())}, expected 1..{n_levels}; "
+                "discretise the image first"
+            )
+    dims = tuple(setting(settings, "dims"))
+    families = tuple(setting(settings, "families"))
+    bad = [f for f in families if f not in _FAMILIES]
+    if bad:
+        raise InputError(f"texture: unknown families {bad}; allowed: {', '.join(_FAMILIES)}")
+    if not roi.any():
+        warnings.warn("texture: the ROI is empty; no texture features", _warning_category(), stacklevel=2)
+        return {}
+    g = np.where(roi, grey, 0).astype(np.int64)
+    out: dict[str, float] = {}
+    with np.errstate(all="ignore"):
+        if "glcm" in families:
+            out.update(glcm_features(g, roi, n_levels=n_levels, dims=dims, distance=int(setting(settings, "glcm_distance")),
+                                     symmetric=bool(setting(settings, "glcm_symmetric"))))  # fmt: skip
+        if "glrlm" in families:
+            out.update(glrlm_features(g, roi, n_levels=n_levels, dims=dims))
+        if "glszm" in families:
+            out.update(glszm_features(g, roi, n_levels=n_levels, dims=dims))
+        if "gldzm" in families:
+            out.update(gldzm_features(g, roi, morph_roi, n_levels=n_levels, dims=dims,
+                                      metric=str(setting(settings, "gldzm_distance_metric"))))  # fmt: skip
+        if "ngtdm" in families:
+            out.update(
+                ngtdm_features(g, roi, n_levels=n_levels, dims=dims, distance=int(setting(settings, "ngtdm_distance")))
+            )
+        if "ngldm" in families:
+            out.update(ngldm_features(g, roi, n_levels=n_levels, dims=dims, distance=int(setting(settings, "ngldm_distance")),
+                                      alpha=int(setting(settings, "ngldm_alpha"))))  # fmt: skip
+    nan_fam = sorted({k.split("_")[0] for k, v in out.items() if not np.isfinite(v)})
+    if nan_fam:
+        n_nan = sum(1 for v in out.values() if not np.isfinite(v))
+        warnings.warn(
+            f"texture: {n_nan} feature(s) are NaN in {', '.join(nan_fam)} (ROI of {int(roi.sum())} voxel(s) with "
+            f"{len(np.unique(g[roi]))} grey level(s): too few voxel pairs or no grey-level variation)",
+            _warning_category(),
+            stacklevel=2,
+        )
+    return out

@@ -1,0 +1,150 @@
+"""Shared helpers for the texture families: cropping, neighbour offsets, safe arithmetic, settings access."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "as3d",
+    "crop_pad",
+    "dims_of",
+    "directions",
+    "neighbourhood",
+    "nanmean_rows",
+    "setting",
+    "zone_features",
+]
+
+_DEFAULTS: dict[str, Any] = {
+    "dims": ("3D",),
+    "glcm_distance": 1,
+    "glcm_symmetric": True,
+    "ngtdm_distance": 1,
+    "ngldm_distance": 1,
+    "ngldm_alpha": 0,
+    "gldzm_distance_metric": "manhattan",
+    "families": ("glcm", "glrlm", "glszm", "gldzm", "ngtdm", "ngldm"),
+}
+
+
+def setting(settings: Any, name: str) -> Any:
+    """Read one texture setting by duck typing, falling back to the IBSI default."""
+    if settings is None:
+        return _DEFAULTS[name]
+    if isinstance(settings, dict):
+        return settings.get(name, _DEFAULTS[name])
+    return getattr(settings, name, _DEFAULTS[name])
+
+
+def dims_of(dims: Any) -> tuple[str, ...]:
+    """Normalise a dims argument (``"3D"`` or a sequence) to a tuple."""
+    return (dims,) if isinstance(dims, str) else tuple(dims)
+
+
+def as3d(grey: np.ndarray, roi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (grey, roi) as 3D arrays (a 2D image becomes one slice)."""
+    grey = np.asarray(grey)
+    roi = np.asarray(roi, dtype=bool)
+    if grey.shape != roi.shape:
+        from medlens.core.errors import InputError
+
+        raise InputError(
+            f"texture: grey shape {grey.shape} differs from roi shape {roi.shape}; give arrays on one grid"
+        )
+    if grey.ndim == 2:
+        return grey[None], roi[None]
+    return grey, roi
+
+
+def crop_pad(grey: np.ndarray, roi: np.ndarray, pad: int, *extra: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Crop ``grey`` (0 outside ``roi``) to the ROI bounding box and zero-pad it by ``pad`` voxels per side.
+
+    Returns the cropped-padded grey array (int64, 0 = outside the ROI) followed by the equally cropped and
+    padded ``extra`` arrays (padded with 0/False).
+    """
+    roi = np.asarray(roi, dtype=bool)
+    idx = np.nonzero(roi)
+    sl = tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)
+    g = np.where(roi[sl], np.asarray(grey)[sl], 0).astype(np.int64)
+    out = [np.pad(g, pad)]
+    for e in extra:
+        out.append(np.pad(np.asarray(e)[sl], pad))
+    return tuple(out)
+
+
+def directions(three_d: bool) -> list[tuple[int, int, int]]:
+    """Unique (non-opposite) unit direction offsets (dz, dy, dx): 4 in-plane or 13 in 3D."""
+    out = []
+    for d in itertools.product((-1, 0, 1), repeat=3):
+        if d == (0, 0, 0) or (not three_d and d[0] != 0):
+            continue
+        if d > tuple(-v for v in d):  # keep one of each opposite pair
+            out.append(d)
+    return out
+
+
+def neighbourhood(distance: int, three_d: bool) -> list[tuple[int, int, int]]:
+    """All offsets within Chebyshev ``distance`` except the centre (in-plane only unless ``three_d``)."""
+    r = range(-distance, distance + 1)
+    rz = r if three_d else range(0, 1)
+    return [(a, b, c) for a in rz for b in r for c in r if (a, b, c) != (0, 0, 0)]
+
+
+def nanmean_rows(values: list[dict[str, float]]) -> dict[str, float]:
+    """Average per-matrix feature dicts, ignoring NaN entries (NaN when every entry is NaN)."""
+    if not values:
+        return {}
+    keys = list(values[0])
+    arr = np.array([[v[k] for k in keys] for v in values], dtype=float)
+    out = {}
+    for j, k in enumerate(keys):
+        col = arr[:, j]
+        col = col[np.isfinite(col)]
+        out[k] = float(col.mean()) if col.size else float("nan")
+    return out
+
+
+def zone_features(m: np.ndarray, n_voxels: float, names: dict[str, str], *, energy: bool = False) -> dict[str, float]:
+    """Features shared by GLRLM, GLSZM, GLDZM and NGLDM from an (Ng, Nj) count matrix.
+
+    Rows are grey levels 1..Ng, columns the run length / zone size / distance / dependence 1..Nj.
+    ``names`` maps the generic names (``s, l, lg, hg, slg, shg, llg, lhg, glnu, glnu_norm, jnu, jnu_norm,
+    perc, gl_var, j_var, j_entr``, optionally ``energy``) to the IBSI tag stems.
+    """
+    m = np.asarray(m, dtype=np.float64)
+    ns = m.sum()
+    keys = list(names)
+    if ns <= 0:
+        return {names[k]: float("nan") for k in keys}
+    i = np.arange(1, m.shape[0] + 1, dtype=np.float64)[:, None]
+    j = np.arange(1, m.shape[1] + 1, dtype=np.float64)[None, :]
+    ri = m.sum(axis=1)
+    rj = m.sum(axis=0)
+    p = m / ns
+    mu_i = float((i * p).sum())
+    mu_j = float((j * p).sum())
+    nz = p[p > 0]
+    f = {
+        "s": (rj / j[0] ** 2).sum() / ns,
+        "l": (rj * j[0] ** 2).sum() / ns,
+        "lg": (ri / i[:, 0] ** 2).sum() / ns,
+        "hg": (ri * i[:, 0] ** 2).sum() / ns,
+        "slg": (m / (i**2 * j**2)).sum() / ns,
+        "shg": (m * i**2 / j**2).sum() / ns,
+        "llg": (m * j**2 / i**2).sum() / ns,
+        "lhg": (m * i**2 * j**2).sum() / ns,
+        "glnu": (ri**2).sum() / ns,
+        "glnu_norm": (ri**2).sum() / ns**2,
+        "jnu": (rj**2).sum() / ns,
+        "jnu_norm": (rj**2).sum() / ns**2,
+        "perc": ns / n_voxels if n_voxels > 0 else float("nan"),
+        "gl_var": (((i - mu_i) ** 2) * p).sum(),
+        "j_var": (((j - mu_j) ** 2) * p).sum(),
+        "j_entr": -(nz * np.log2(nz)).sum(),
+    }
+    if energy:
+        f["energy"] = (p**2).sum()
+    return {names[k]: float(f[k]) for k in keys}
