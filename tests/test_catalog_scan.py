@@ -144,6 +144,9 @@ def test_catalog_errors(tmp_path: Path) -> None:
         scan(tmp_path / "t", tmp_path / "c.duckdb", workers=0)
     with pytest.raises(InputError, match="does not exist"):
         Catalog(tmp_path / "missing.duckdb")
+    (tmp_path / "junk.duckdb").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(InputError, match="not a DuckDB catalog|cannot be opened"):
+        scan(tmp_path / "t", tmp_path / "junk.duckdb", workers=1)
     (tmp_path / "x.duckdb").write_bytes(b"garbage")
     with pytest.raises(FormatError, match="not a MedLens catalog"):
         Catalog(tmp_path / "x.duckdb")

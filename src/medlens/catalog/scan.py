@@ -251,7 +251,15 @@ def scan(
     dbp = Path(db).resolve()
     dbp.parent.mkdir(parents=True, exist_ok=True)
     rep = ScanReport(root=str(rootp), db=str(dbp), workers=nworkers)
-    con = duckdb.connect(str(dbp))
+    try:
+        con = duckdb.connect(str(dbp))
+    except duckdb.IOException as exc:
+        raise InputError(
+            f"catalog {dbp} cannot be opened for writing ({exc}); another scan or a query may hold it — "
+            "wait for it to finish, or close it"
+        ) from exc
+    except duckdb.Error as exc:
+        raise InputError(f"{dbp} is not a DuckDB catalog ({exc}); give a new file or an existing catalog") from exc
     try:
         con.execute(_SCHEMA)
         skip = {str(dbp), str(dbp) + ".wal"}  # the catalog itself may live inside the tree
