@@ -145,7 +145,7 @@ def test_catalog_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         Catalog(tmp_path / "missing.duckdb")
     (tmp_path / "junk.duckdb").write_bytes(b"not a database at all" * 100)
-    with pytest.raises(InputError, match="not a DuckDB catalog|cannot be opened"):
+    with pytest.raises(InputError, match=r"not a DuckDB catalog|cannot be opened"):
         scan(tmp_path / "t", tmp_path / "junk.duckdb", workers=1)
     (tmp_path / "x.duckdb").write_bytes(b"garbage")
     with pytest.raises(FormatError, match="not a MedLens catalog"):
