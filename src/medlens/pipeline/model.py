@@ -185,6 +185,7 @@ def build_matrix(results: list[dict[str, Any]], config: RunConfig) -> tuple[np.n
     if not names:
         raise InputError("no usable predictors: every feature is missing in the finished cases")
     X = np.array(cols, dtype=np.float64).T
+    X[np.isinf(X)] = np.nan  # an infinite feature value is treated as missing (imputed inside the folds)
     if config.section("model")["harmonise"]:
         labels = sorted({str(r["case"]["batch"]) for r in results})
         X = np.column_stack([X, [labels.index(str(r["case"]["batch"])) for r in results]])
