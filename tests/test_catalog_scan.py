@@ -168,3 +168,21 @@ def test_catalog_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["audit", "verify", str(log)]) == 0
     assert main(["catalog", "scan", str(tmp_path / "nope"), "--db", str(db)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_catalog_image_without_pixels_flagged(tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.PixelData
+    ds.save_as(tree / "nopix.dcm")
+    db = tmp_path / "c.duckdb"
+    rep = scan(tree, db, workers=1)
+    assert rep.n_bad == 0
+    with Catalog(db) as cat:
+        qa = cat.qa()
+        assert qa["code"].tolist() == ["no_pixel_data"] and "nopix.dcm" in qa["message"][0]
+        assert not cat.series(modality="CT")["is_image"][0]
