@@ -115,3 +115,12 @@ def test_batch_harmoniser_removes_location_and_scale_shift() -> None:
     # an unseen batch is left unchanged
     new = np.array([[1.0, 2.0, 7.0]])
     np.testing.assert_allclose(BatchHarmoniser().fit(X).transform(new), [[1.0, 2.0]])
+
+
+def test_kaplan_meier_by_hand() -> None:
+    from medlens.pipeline.model import kaplan_meier
+
+    # times 1(event) 2(censored) 3(event) 4(event): S = 1, 3/4, then 3/4 * 1/2, then 0
+    x, s = kaplan_meier(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1, 0, 1, 1]))
+    np.testing.assert_allclose(x, [0, 1, 3, 4])
+    np.testing.assert_allclose(s, [1.0, 0.75, 0.375, 0.0])

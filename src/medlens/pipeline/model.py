@@ -385,4 +385,22 @@ def _survival(
         risk[i // mcfg["folds"], te] = pipe.predict(X[te])
     cs = [harrell_c_index(t, e, risk[r]) for r in range(mcfg["repeats"])]
     saved["cox_pipeline"] = make_pipeline(mcfg, n_feat, survival=True).fit(X, yy)
-    return {"c_index": float(np.mean(cs)), "c_index_repeats_sd": float(np.std(cs)), "n_events": int(e.sum())}
+    return {
+        "c_index": float(np.mean(cs)),
+        "c_index_repeats_sd": float(np.std(cs)),
+        "n_events": int(e.sum()),
+        "survival_oof": {"time": t.tolist(), "event": e.tolist(), "risk": risk.mean(axis=0).tolist()},
+    }
+
+
+def kaplan_meier(time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kaplan-Meier survival curve: (event times with 0 prepended, survival probabilities with 1 prepended)."""
+    t, e = np.asarray(time, dtype=np.float64), np.asarray(event, dtype=np.float64)
+    times = np.unique(t[e == 1])
+    surv, s_now = [1.0], 1.0
+    for u in times:
+        at_risk = float((t >= u).sum())
+        deaths = float(((t == u) & (e == 1)).sum())
+        s_now *= 1.0 - deaths / at_risk
+        surv.append(s_now)
+    return np.concatenate([[0.0], times]), np.array(surv)

@@ -130,6 +130,27 @@ def _model_plots(metrics: dict[str, Any]) -> str:
     return _png(fig)
 
 
+def _km_plot(surv: dict[str, Any]) -> str:
+    """Kaplan-Meier curves of the cases above / below the median out-of-fold risk."""
+    import matplotlib.pyplot as plt
+
+    from medlens.pipeline.model import kaplan_meier
+
+    t, e, r = (np.asarray(surv[k], dtype=float) for k in ("time", "event", "risk"))
+    high = r > np.median(r)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for sel, label in ((~high, "low risk (out-of-fold)"), (high, "high risk (out-of-fold)")):
+        if sel.any():
+            x, y = kaplan_meier(t[sel], e[sel])
+            ax.step(x, y, where="post", label=f"{label}, n={int(sel.sum())}")
+    ax.set_xlabel("time")
+    ax.set_ylabel("survival probability")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title("Kaplan-Meier by median out-of-fold risk", fontsize=10)
+    return _png(fig)
+
+
 def write_report(
     out_dir: Path,
     *,
@@ -234,6 +255,12 @@ def write_report(
             f"<details><summary>Feature importance (final model on all cases)</summary>"
             f"{_table(metrics.get('importance', []))}</details>"
         )
+    if "survival_oof" in metrics:
+        parts.append(
+            "<h3>Survival</h3><p>Kaplan-Meier curves of the cases above and below the median "
+            "out-of-fold risk of the ridge Cox model.</p>"
+        )
+        parts.append(_km_plot(metrics["survival_oof"]))
     if "c_index" in metrics:
         parts.append(
             f"<p>Survival: Harrell's C-index (out-of-fold, ridge Cox) {metrics['c_index']:.3f} "
