@@ -99,8 +99,8 @@ def compute_texture_features(
         vals = grey[roi]
         if vals.min() < 1 or vals.max() > n_levels:
             raise InputError(
-                f"texture: grey levels inside the ROI span {int(vals.min())}..{int(vals.max())}, expected 1..{n_levels}; "
-                "discretise the image first"
+                f"texture: grey levels inside the ROI span {int(vals.min())}..{int(vals.max())}, "
+                f"expected 1..{n_levels}; discretise the image first"
             )
     dims = tuple(setting(settings, "dims"))
     families = tuple(setting(settings, "families"))
@@ -114,22 +114,46 @@ def compute_texture_features(
     out: dict[str, float] = {}
     with np.errstate(all="ignore"):
         if "glcm" in families:
-            out.update(glcm_features(g, roi, n_levels=n_levels, dims=dims, distance=int(setting(settings, "glcm_distance")),
-                                     symmetric=bool(setting(settings, "glcm_symmetric"))))  # fmt: skip
+            out.update(
+                glcm_features(
+                    g,
+                    roi,
+                    n_levels=n_levels,
+                    dims=dims,
+                    distance=int(setting(settings, "glcm_distance")),
+                    symmetric=bool(setting(settings, "glcm_symmetric")),
+                )
+            )
         if "glrlm" in families:
             out.update(glrlm_features(g, roi, n_levels=n_levels, dims=dims))
         if "glszm" in families:
             out.update(glszm_features(g, roi, n_levels=n_levels, dims=dims))
         if "gldzm" in families:
-            out.update(gldzm_features(g, roi, morph_roi, n_levels=n_levels, dims=dims,
-                                      metric=str(setting(settings, "gldzm_distance_metric"))))  # fmt: skip
+            out.update(
+                gldzm_features(
+                    g,
+                    roi,
+                    morph_roi,
+                    n_levels=n_levels,
+                    dims=dims,
+                    metric=str(setting(settings, "gldzm_distance_metric")),
+                )
+            )
         if "ngtdm" in families:
             out.update(
                 ngtdm_features(g, roi, n_levels=n_levels, dims=dims, distance=int(setting(settings, "ngtdm_distance")))
             )
         if "ngldm" in families:
-            out.update(ngldm_features(g, roi, n_levels=n_levels, dims=dims, distance=int(setting(settings, "ngldm_distance")),
-                                      alpha=int(setting(settings, "ngldm_alpha"))))  # fmt: skip
+            out.update(
+                ngldm_features(
+                    g,
+                    roi,
+                    n_levels=n_levels,
+                    dims=dims,
+                    distance=int(setting(settings, "ngldm_distance")),
+                    alpha=int(setting(settings, "ngldm_alpha")),
+                )
+            )
     nan_fam = sorted({k.split("_")[0] for k, v in out.items() if not np.isfinite(v)})
     if nan_fam:
         n_nan = sum(1 for v in out.values() if not np.isfinite(v))

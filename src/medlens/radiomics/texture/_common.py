@@ -12,8 +12,8 @@ __all__ = [
     "crop_pad",
     "dims_of",
     "directions",
-    "neighbourhood",
     "nanmean_rows",
+    "neighbourhood",
     "setting",
     "zone_features",
 ]

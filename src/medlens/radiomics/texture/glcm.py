@@ -8,7 +8,7 @@ import numpy as np
 
 from medlens.radiomics.texture._common import as3d, crop_pad, dims_of, directions
 
-__all__ = ["GLCM_FEATURES", "glcm_features", "glcm_feature_batch", "glcm_matrices"]
+__all__ = ["GLCM_FEATURES", "glcm_feature_batch", "glcm_features", "glcm_matrices"]
 
 GLCM_FEATURES = (
     "joint_max joint_avg joint_var joint_entr diff_avg diff_var diff_entr sum_avg sum_var sum_entr energy contrast "

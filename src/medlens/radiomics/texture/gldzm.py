@@ -19,13 +19,31 @@ from medlens.radiomics.texture.glszm import _per_slice, label_zones
 __all__ = ["DZM_NAMES", "border_distance", "gldzm_features", "gldzm_matrices"]
 
 DZM_NAMES = {
-    "s": "sde", "l": "lde", "lg": "lgze", "hg": "hgze", "slg": "sdlge", "shg": "sdhge", "llg": "ldlge",
-    "lhg": "ldhge", "glnu": "glnu", "glnu_norm": "glnu_norm", "jnu": "zdnu", "jnu_norm": "zdnu_norm",
-    "perc": "z_perc", "gl_var": "gl_var", "j_var": "zd_var", "j_entr": "zd_entr",
-}  # fmt: skip
+    "s": "sde",
+    "l": "lde",
+    "lg": "lgze",
+    "hg": "hgze",
+    "slg": "sdlge",
+    "shg": "sdhge",
+    "llg": "ldlge",
+    "lhg": "ldhge",
+    "glnu": "glnu",
+    "glnu_norm": "glnu_norm",
+    "jnu": "zdnu",
+    "jnu_norm": "zdnu_norm",
+    "perc": "z_perc",
+    "gl_var": "gl_var",
+    "j_var": "zd_var",
+    "j_entr": "zd_entr",
+}
 
-_METRICS = {"manhattan": "taxicab", "taxicab": "taxicab", "cityblock": "taxicab", "chebyshev": "chessboard",
-            "chessboard": "chessboard"}  # fmt: skip
+_METRICS = {
+    "manhattan": "taxicab",
+    "taxicab": "taxicab",
+    "cityblock": "taxicab",
+    "chebyshev": "chessboard",
+    "chessboard": "chessboard",
+}
 
 
 def border_distance(mask: np.ndarray, *, three_d: bool, metric: str = "manhattan") -> np.ndarray:
@@ -53,7 +71,10 @@ def gldzm_matrices(
     dims: Any = ("2D", "3D"),
     metric: str = "manhattan",
 ) -> dict[str, np.ndarray]:
-    """Raw distance-zone counts: ``out["2D"]`` (n_slices, Ng, Dmax), ``out["3D"]`` (Ng, Dmax); column j = distance j+1."""
+    """Raw distance-zone counts: ``out["2D"]`` (n_slices, Ng, Dmax), ``out["3D"]`` (Ng, Dmax).
+
+    Column j holds zones at distance j+1; ``out["_n_voxels_2D"]`` is the ROI voxel count per slice.
+    """
     dims = dims_of(dims)
     grey, roi = as3d(grey, roi)
     morph = roi if morph_roi is None else as3d(np.zeros(np.shape(morph_roi)), morph_roi)[1]

@@ -19,7 +19,7 @@ RLM_NAMES = {
 
 def _runs(g: np.ndarray, d: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs along direction ``d`` in the zero-padded grey array: (level 1..Ng, length, slice index)."""
-    nz, ny, nx = g.shape
+    _nz, ny, nx = g.shape
     flat = g.ravel()
     off = (d[0] * ny + d[1]) * nx + d[2]
     idx = np.flatnonzero(flat)

@@ -24,7 +24,10 @@ NGL_NAMES = {
 def ngldm_matrices(
     grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("2D", "3D"), distance: int = 1, alpha: int = 0
 ) -> dict[str, np.ndarray]:
-    """Raw dependence counts: ``out["2D"]`` (n_slices, Ng, Nmax) and ``out["3D"]`` (Ng, Nmax); column j = dependence j+1."""
+    """Raw dependence counts: ``out["2D"]`` (n_slices, Ng, Nmax) and ``out["3D"]`` (Ng, Nmax).
+
+    Column j holds neighbourhoods with dependence j+1.
+    """
     dims = dims_of(dims)
     grey, roi = as3d(grey, roi)
     g = crop_pad(grey, roi, distance)[0]

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from medlens.radiomics.texture._common import as3d, crop_pad, dims_of, neighbourhood, nanmean_rows
+from medlens.radiomics.texture._common import as3d, crop_pad, dims_of, nanmean_rows, neighbourhood
 
-__all__ = ["NGTDM_FEATURES", "ngtdm_from_matrix", "ngtdm_features", "ngtdm_matrices"]
+__all__ = ["NGTDM_FEATURES", "ngtdm_features", "ngtdm_from_matrix", "ngtdm_matrices"]
 
 NGTDM_FEATURES = ("coarseness", "contrast", "busyness", "complexity", "strength")
 COARSENESS_MAX = 1.0e6  # IBSI: coarseness is capped at 10^6 when sum(p_i s_i) = 0
@@ -70,17 +70,21 @@ def ngtdm_from_matrix(m: np.ndarray) -> dict[str, float]:
     with np.errstate(all="ignore"):
         coarse = COARSENESS_MAX if ps == 0 else min(1.0 / ps, COARSENESS_MAX)
         contrast = (
-            float((pp[:, None] * pp[None, :] * dif**2).sum() / (ngp * (ngp - 1)) * s_i.sum() / nvc)
-            if ngp > 1 else 0.0
-        )  # fmt: skip
+            float((pp[:, None] * pp[None, :] * dif**2).sum() / (ngp * (ngp - 1)) * s_i.sum() / nvc) if ngp > 1 else 0.0
+        )
         den_b = float(np.abs(ip[:, None] * pp[:, None] - ip[None, :] * pp[None, :]).sum())
         busy = ps / den_b if den_b > 0 else 0.0
         q = pp * sp
         cplx = float((np.abs(dif) * (q[:, None] + q[None, :]) / (pp[:, None] + pp[None, :])).sum() / nvc)
         ssum = float(s_i.sum())
         strength = float(((pp[:, None] + pp[None, :]) * dif**2).sum() / ssum) if ssum > 0 else 0.0
-    return {"coarseness": float(coarse), "contrast": contrast, "busyness": busy, "complexity": cplx,
-            "strength": strength}  # fmt: skip
+    return {
+        "coarseness": float(coarse),
+        "contrast": contrast,
+        "busyness": busy,
+        "complexity": cplx,
+        "strength": strength,
+    }
 
 
 def ngtdm_features(
