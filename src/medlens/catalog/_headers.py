@@ -101,6 +101,46 @@ def _rt_refs(ds: Any) -> list[str]:
     return out
 
 
+_ASCII_SETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6", "ISO 2022 IR 100"}
+_BINARY_VR = {"US", "SS", "UL", "SL", "FL", "FD", "OB", "OW", "UN", "SQ", "AT"}
+
+
+class _Header:
+    """Value access that decodes text attributes straight from the raw bytes.
+
+    pydicom converts (and validates) a value on first access, which costs more than parsing the file;
+    for text VRs in an ASCII/Latin-1 character set we decode the bytes ourselves. Everything else
+    (binary VRs, sequences, other character sets) goes through pydicom.
+    """
+
+    def __init__(self, ds: Any) -> None:
+        from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+        self.ds = ds
+        cs = ds.get_item(0x00080005)
+        raw = cs.value if cs is not None else b""
+        cs_text = raw.decode("ascii", "replace").strip(" \x00") if isinstance(raw, bytes) else str(raw or "")
+        self.simple = cs_text in _ASCII_SETS
+        self._tag = tag_for_keyword
+        self._vr = dictionary_VR
+
+    def get(self, keyword: str) -> Any:
+        if not self.simple:
+            return self.ds.get(keyword)
+        tag = self._tag(keyword)
+        if tag is None:
+            return None
+        elem = self.ds.get_item(tag)
+        if elem is None:
+            return None
+        value = elem.value
+        vr = elem.VR or self._vr(tag)
+        if not isinstance(value, bytes) or vr in _BINARY_VR:
+            return self.ds.get(keyword)
+        text = value.decode("latin-1").strip(" \x00")
+        return text.split("\\") if "\\" in text else text
+
+
 def read_header(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
     """Catalog records of one file.
 
@@ -143,13 +183,14 @@ def read_header(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
         if missing:
             rec["file"].update(status="bad", reason="missing required attribute(s): " + ", ".join(missing))
             return rec
-        modality = _s(ds.get("Modality"))
-        ipp = _floats(ds.get("ImagePositionPatient"), 3)
-        iop = _floats(ds.get("ImageOrientationPatient"), 6)
-        ps = _floats(ds.get("PixelSpacing"), 2)
+        h = _Header(ds)
+        modality = _s(h.get("Modality"))
+        ipp = _floats(h.get("ImagePositionPatient"), 3)
+        iop = _floats(h.get("ImageOrientationPatient"), 6)
+        ps = _floats(h.get("PixelSpacing"), 2)
         ts = _s(meta.get("TransferSyntaxUID")) if meta is not None else None
-        series_uid = _s(ds.SeriesInstanceUID)
-        sop_uid = _s(ds.SOPInstanceUID)
+        series_uid = _s(h.get("SeriesInstanceUID"))
+        sop_uid = _s(h.get("SOPInstanceUID"))
         rec["instance"] = {
             "path": path,
             "size": size,
@@ -157,40 +198,40 @@ def read_header(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
             "sop_instance_uid": sop_uid,
             "sop_class_uid": sop_class,
             "transfer_syntax_uid": ts,
-            "patient_id": _s(ds.get("PatientID")),
-            "patient_name": _s(ds.get("PatientName")),
-            "patient_sex": _s(ds.get("PatientSex")),
-            "patient_birth_date": _s(ds.get("PatientBirthDate")),
-            "patient_age": _s(ds.get("PatientAge")),
-            "patient_weight_kg": _f(ds.get("PatientWeight")),
-            "patient_size_m": _f(ds.get("PatientSize")),
-            "study_uid": _s(ds.StudyInstanceUID),
-            "study_date": _s(ds.get("StudyDate")),
-            "study_description": _s(ds.get("StudyDescription")),
-            "accession_number": _s(ds.get("AccessionNumber")),
+            "patient_id": _s(h.get("PatientID")),
+            "patient_name": _s(h.get("PatientName")),
+            "patient_sex": _s(h.get("PatientSex")),
+            "patient_birth_date": _s(h.get("PatientBirthDate")),
+            "patient_age": _s(h.get("PatientAge")),
+            "patient_weight_kg": _f(h.get("PatientWeight")),
+            "patient_size_m": _f(h.get("PatientSize")),
+            "study_uid": _s(h.get("StudyInstanceUID")),
+            "study_date": _s(h.get("StudyDate")),
+            "study_description": _s(h.get("StudyDescription")),
+            "accession_number": _s(h.get("AccessionNumber")),
             "series_uid": series_uid,
-            "series_number": _i(ds.get("SeriesNumber")),
-            "series_description": _s(ds.get("SeriesDescription")),
+            "series_number": _i(h.get("SeriesNumber")),
+            "series_description": _s(h.get("SeriesDescription")),
             "modality": modality,
-            "body_part": _s(ds.get("BodyPartExamined")),
-            "manufacturer": _s(ds.get("Manufacturer")),
-            "manufacturer_model": _s(ds.get("ManufacturerModelName")),
-            "convolution_kernel": _s(ds.get("ConvolutionKernel")),
-            "units": _s(ds.get("Units")),
-            "instance_number": _i(ds.get("InstanceNumber")),
-            "frame_of_reference_uid": _s(ds.get("FrameOfReferenceUID")),
+            "body_part": _s(h.get("BodyPartExamined")),
+            "manufacturer": _s(h.get("Manufacturer")),
+            "manufacturer_model": _s(h.get("ManufacturerModelName")),
+            "convolution_kernel": _s(h.get("ConvolutionKernel")),
+            "units": _s(h.get("Units")),
+            "instance_number": _i(h.get("InstanceNumber")),
+            "frame_of_reference_uid": _s(h.get("FrameOfReferenceUID")),
             "ipp_x": ipp[0] if ipp else None,
             "ipp_y": ipp[1] if ipp else None,
             "ipp_z": ipp[2] if ipp else None,
             "iop": json.dumps(iop) if iop else None,
             "pixel_spacing_row": ps[0] if ps else None,
             "pixel_spacing_col": ps[1] if ps else None,
-            "slice_thickness": _f(ds.get("SliceThickness")),
-            "rows": _i(ds.get("Rows")),
-            "columns": _i(ds.get("Columns")),
-            "n_frames": _i(ds.get("NumberOfFrames")),
+            "slice_thickness": _f(h.get("SliceThickness")),
+            "rows": _i(h.get("Rows")),
+            "columns": _i(h.get("Columns")),
+            "n_frames": _i(h.get("NumberOfFrames")),
             "has_pixels": nxt in _PIXEL_TAGS_LE or nxt in _PIXEL_TAGS_BE,
-            "burned_in_annotation": _s(ds.get("BurnedInAnnotation")),
+            "burned_in_annotation": _s(h.get("BurnedInAnnotation")),
         }
         if modality == "RTSTRUCT":
             for roi in ds.get("StructureSetROISequence", []) or []:
