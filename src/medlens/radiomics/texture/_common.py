@@ -143,7 +143,7 @@ def zone_features(m: np.ndarray, n_voxels: float, names: dict[str, str], *, ener
         "perc": ns / n_voxels if n_voxels > 0 else float("nan"),
         "gl_var": (((i - mu_i) ** 2) * p).sum(),
         "j_var": (((j - mu_j) ** 2) * p).sum(),
-        "j_entr": -(nz * np.log2(nz)).sum(),
+        "j_entr": 0.0 - (nz * np.log2(nz)).sum(),
     }
     if energy:
         f["energy"] = (p**2).sum()

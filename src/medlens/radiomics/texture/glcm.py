@@ -116,7 +116,7 @@ def glcm_feature_batch(counts: np.ndarray) -> np.ndarray:
             return x.sum(axis=(1, 2))
 
         def entr(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-            return -np.where(x > 0, x * np.log2(np.where(x > 0, x, 1.0)), 0.0).sum(axis=axes)
+            return 0.0 - np.where(x > 0, x * np.log2(np.where(x > 0, x, 1.0)), 0.0).sum(axis=axes)
 
         mu = tot2(i * p)
         mu_i = (lv * pi).sum(axis=1)

@@ -17,30 +17,42 @@ RLM_NAMES = {
 }  # fmt: skip
 
 
-def _runs(g: np.ndarray, d: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs along direction ``d`` in the zero-padded grey array: (level 1..Ng, length, slice index)."""
-    _nz, ny, nx = g.shape
-    flat = g.ravel()
-    off = (d[0] * ny + d[1]) * nx + d[2]
-    idx = np.flatnonzero(flat)
-    lev = flat[idx]
-    start = idx[flat[idx - off] != lev]
-    end = idx[flat[idx + off] != lev]
-    # order runs along lines: line key = coordinates minus t*d with t the coordinate on the first nonzero axis
-    a = next(k for k in range(3) if d[k] != 0)
-    sgn = d[a]
+def _runs(
+    g: np.ndarray, coords: tuple[np.ndarray, ...], lev: np.ndarray, d: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs along direction ``d``: (level 1..Ng, length, slice index) per run.
 
-    def order(ix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        c = np.unravel_index(ix, g.shape)
-        t = c[a] * sgn
-        keys = [c[k] - t * d[k] * sgn for k in range(3) if k != a]
-        srt = np.lexsort((t, *keys[::-1]))
-        return ix[srt], t[srt]
-
-    s_ix, s_t = order(start)
-    _, e_t = order(end)
-    length = np.abs(e_t - s_t) + 1
-    return flat[s_ix], length, s_ix // (ny * nx)
+    The ROI voxels (``coords`` into ``g``, levels ``lev``) are scattered into a sheared array whose last axis
+    runs along ``d`` and whose other axes index the lines, each line padded by one empty cell at both ends;
+    runs then are the stretches of equal non-zero values in that array's flat order (no sorting).
+    """
+    a = next(k for k in range(3) if d[k] != 0)  # d[a] == 1 for the directions of ``directions``
+    others = [k for k in range(3) if k != a]
+    ext = g.shape
+    idx = []
+    dims = []
+    for k in others:
+        if d[k] == 1:
+            idx.append(coords[k] - coords[a] + ext[a] - 1)
+            dims.append(ext[k] + ext[a] - 1)
+        elif d[k] == -1:
+            idx.append(coords[k] + coords[a])
+            dims.append(ext[k] + ext[a] - 1)
+        else:
+            idx.append(coords[k])
+            dims.append(ext[k])
+    tlen = ext[a] + 2
+    dtype = np.uint8 if lev.max(initial=0) < 256 else np.int32
+    sheared = np.zeros((dims[0], dims[1], tlen), dtype=dtype)
+    sheared[idx[0], idx[1], coords[a] + 1] = lev
+    flat = sheared.ravel()
+    pos = np.flatnonzero(flat)
+    val = flat[pos]
+    start = pos[flat[pos - 1] != val]
+    end = pos[flat[pos + 1] != val]
+    # the slice (z) index of an in-plane run is the first line axis
+    z = start // (dims[1] * tlen) if d[0] == 0 else np.zeros(start.size, dtype=np.int64)
+    return flat[start].astype(np.int64), end - start + 1, z
 
 
 def glrlm_matrices(
@@ -57,7 +69,9 @@ def glrlm_matrices(
     nz = g.shape[0]
     want3 = "3D" in dims
     dirs = directions(True) if want3 else directions(False)
-    runs = [_runs(g, d) for d in dirs]
+    coords = np.nonzero(g)
+    lev = g[coords]
+    runs = [_runs(g, coords, lev, d) for d in dirs]
     lmax = max([int(r[1].max()) for r in runs if r[1].size] or [1])
     out: dict[str, np.ndarray] = {}
     d2 = [k for k, d in enumerate(dirs) if d[0] == 0]
