@@ -165,7 +165,7 @@ class TextureSettings:
     ngldm_alpha
         NGLDM coarseness parameter.
     gldzm_distance_metric
-        Distance-to-border metric for GLDZM (``"chebyshev"``).
+        Distance-to-border metric for GLDZM: ``"manhattan"`` (IBSI default, 4-/6-connected) or ``"chebyshev"``.
     families
         Texture families to compute, subset of ``glcm, glrlm, glszm, gldzm, ngtdm, ngldm``.
     """
@@ -176,7 +176,7 @@ class TextureSettings:
     ngtdm_distance: int = 1
     ngldm_distance: int = 1
     ngldm_alpha: int = 0
-    gldzm_distance_metric: str = "chebyshev"
+    gldzm_distance_metric: str = "manhattan"
     families: tuple[str, ...] = TEXTURE_FAMILIES
 
     def __post_init__(self) -> None:
