@@ -423,3 +423,36 @@ def test_every_texture_tag_of_the_digital_phantom(phantom, reference_values_dir)
             failures.append((tag, float(ref), got))
     assert not failures
     assert set(feats) == {r[2] for r in rows}  # no tag beyond the IBSI ones
+
+
+@pytest.fixture(scope="module")
+def ct_phantom(ct_phantom_dir: Path):
+    import SimpleITK as sitk
+
+    from medlens.core.sitk_bridge import from_sitk
+
+    img = from_sitk(sitk.ReadImage(str(ct_phantom_dir / "nifti" / "image" / "phantom.nii.gz")))
+    msk = from_sitk(sitk.ReadImage(str(ct_phantom_dir / "nifti" / "mask" / "mask.nii.gz")))
+    return img, msk.with_array(np.asarray(msk.array) > 0)
+
+
+@pytest.mark.parametrize("cfg", ["a", "b", "c", "d", "e"])
+def test_ct_phantom_texture_tags(ct_phantom, reference_values_dir, cfg):
+    """Every texture tag of CT phantom configuration A-E through the full pipeline (``extract`` + preset)."""
+    import warnings
+
+    extract = pytest.importorskip("medlens.radiomics").extract
+    img, msk = ct_phantom
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        feats = extract(img, msk, f"ibsi-{cfg}")
+    with open(reference_values_dir / f"ibsi_1_chest_config_{cfg}.csv") as fh:
+        rows = [r for r in csv.DictReader(fh, delimiter=";") if r["tag"].split("_")[0] in TEXTURE_PREFIXES]
+    assert len(rows) == (272 if cfg in "ab" else 136)
+    failures = []
+    for r in rows:
+        ref, tol = float(r["reference value"]), float(r["tolerance"])
+        got = feats.get(r["tag"], float("nan"))
+        if not (math.isfinite(got) and abs(_round3(got) - ref) <= tol + 1e-9 * max(1.0, abs(ref))):
+            failures.append((r["tag"], ref, tol, got))
+    assert not failures
