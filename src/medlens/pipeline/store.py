@@ -120,7 +120,10 @@ def query(sql: str, store: str | os.PathLike[str]) -> Any:
     con = duckdb.connect()
     try:
         pattern = _glob(store).replace("'", "''")
-        con.execute(f"CREATE VIEW features AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true)")
+        con.execute(
+            "CREATE VIEW features AS SELECT * FROM "
+            f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
+        )
         try:
             return con.execute(sql).df()
         except duckdb.Error as exc:
