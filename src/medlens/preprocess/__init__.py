@@ -55,6 +55,11 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
+# Two submodules share a name with their main function. Importing the submodule binds the package
+# attribute to the module, so bind the functions eagerly here (both modules import only numpy at load).
+from medlens.preprocess.register import register as register  # noqa: E402
+from medlens.preprocess.resample import resample as resample  # noqa: E402
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
