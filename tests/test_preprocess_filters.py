@@ -269,3 +269,48 @@ def test_preprocess_bad_input_messages() -> None:
         p.n4_bias_correction(vol.with_array(np.full(vol.shape, -5.0, np.float32)))
     with pytest.raises(InputError, match=r"must be a medlens\.Image"):
         p.median_filter(np.zeros((4, 4)), size_voxels=3)  # type: ignore[arg-type]
+
+
+def test_preprocess_more_bad_input_messages() -> None:
+    from medlens import preprocess as p
+
+    vol = _vol()
+    small = Image.from_array(np.arange(100, dtype=np.float32).reshape(4, 5, 5))
+    with pytest.raises(InputError, match=r"percentiles must be \(low, high\)"):
+        p.percentile_clip(vol, percentiles=(99, 1))
+    with pytest.raises(InputError, match=r"out_range must be \(low, high\)"):
+        p.minmax(vol, out_range=(1, 1))
+    with pytest.raises(InputError, match="tiles must be two positive integers"):
+        p.clahe_2d(vol, tiles=(8, 0))
+    with pytest.raises(InputError, match="in_range must be"):
+        p.clahe_2d(vol, in_range=(5, 1))
+    with pytest.raises(InputError, match="normalised limit in"):
+        p.clahe_3d(vol, clip_limit=2.0)
+    with pytest.raises(InputError, match="kernel_size_voxels must be"):
+        p.clahe_3d(vol, kernel_size_voxels=(4, 4))
+    with pytest.raises(InputError, match="bins must be an integer"):
+        p.histogram_equalise(vol, bins=1)
+    with pytest.raises(InputError, match="patch_size_voxels must be a positive integer"):
+        p.nl_means_denoise(vol, patch_size_voxels=0)
+    with pytest.raises(InputError, match="sigma_range must be positive"):
+        p.bilateral_denoise(vol, sigma_mm=1.0, sigma_range=0.0)
+    with pytest.raises(InputError, match="sigma_mm must be a positive number"):
+        p.bilateral_denoise(vol, sigma_mm=-1.0, sigma_range=10.0)
+    with pytest.raises(InputError, match="shrink_factor must be a positive integer"):
+        p.n4_bias_correction(vol, shrink_factor=0)
+    with pytest.raises(InputError, match="noise_sigma must be a non-negative"):
+        p.wavelet_denoise(vol, noise_sigma=-1.0)
+    with pytest.raises(InputError, match="slice_wise needs a 3D image"):
+        p.wavelet_denoise(vol.slice2d(0), slice_wise=True)
+    with pytest.raises(InputError, match="exactly one of window_hu"):
+        p.window(vol)
+    with pytest.raises(InputError, match="at least 7 voxels"):
+        p.ssim(small, reference=small)
+    with pytest.raises(GeometryError, match="image is on a different grid"):
+        p.psnr(vol, reference=Image.from_array(vol.array, spacing=(1.0, 1.0, 1.0)))
+    const = _const()
+    m = const.with_array(np.ones(const.shape, bool))
+    with pytest.raises(InputError, match="noise region is constant"):
+        p.snr(const, signal_mask=m)
+    with pytest.raises(InputError, match="outside region is constant"):
+        p.cnr(const, inside=m, outside=m)

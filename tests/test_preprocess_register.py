@@ -183,6 +183,15 @@ def test_preprocess_register_bad_input(petct) -> None:  # type: ignore[no-untype
         register(ct, pet, on_failure="ignore")
     with pytest.raises(InputError, match="no such transform file"):
         apply_transform(pet, "/nonexistent/x.tfm", reference=ct)
+    import SimpleITK as sitk
+
+    ident = sitk.Transform(3, sitk.sitkIdentity)
+    with pytest.raises(InputError, match="order must be one of"):
+        apply_transform(pet, ident, reference=ct, order="cubic")
+    with pytest.raises(InputError, match="mask_rule must be 'ibsi' or 'nearest'"):
+        apply_transform(tumour, ident, reference=ct, mask_rule="majority")
+    with pytest.raises(InputError, match="must be a SimpleITK Transform"):
+        apply_transform(pet, np.eye(4), reference=ct)
 
 
 def test_preprocess_register_overlay_png(petct, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -202,3 +211,22 @@ def test_preprocess_register_overlay_png(petct, tmp_path: Path) -> None:  # type
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("init", ["geometry", "moments"])
+def test_preprocess_register_initialisations_ct_to_ct(petct, init: str) -> None:  # type: ignore[no-untyped-def]
+    from medlens.preprocess import register, transform_points
+
+    _, ct, _, _ = petct
+    centre = ct.index_to_world((np.asarray(ct.shape) - 1) / 2.0)
+    known = _known("rigid", centre)
+    moved = _move(ct, known)
+    # moments need non-negative weights: attenuation relative to air (HU + 1000)
+    f = ct.with_array(np.clip(ct.array + 1000.0, 0, None))
+    m = moved.with_array(np.clip(moved.array + 1000.0, 0, None))
+    res = register(f, m, transform="rigid", metric="ms", **{**_FAST, "init": init})
+    body = ct.index_to_world(np.argwhere(ct.array > -300)[::50])
+    tre = np.linalg.norm(transform_points(known.GetInverse(), transform_points(res.transform, body)) - body, axis=1)
+    assert res.converged, res.summary()
+    assert tre.mean() < 2.0, f"init={init}: TRE {tre.mean():.2f} mm"
