@@ -107,10 +107,13 @@ def nanmean_rows(values: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def zone_features(m: np.ndarray, n_voxels: float, names: dict[str, str], *, energy: bool = False) -> dict[str, float]:
+def zone_features(
+    m: np.ndarray, n_voxels: float, names: dict[str, str], *, energy: bool = False, j_values: np.ndarray | None = None
+) -> dict[str, float]:
     """Features shared by GLRLM, GLSZM, GLDZM and NGLDM from an (Ng, Nj) count matrix.
 
-    Rows are grey levels 1..Ng, columns the run length / zone size / distance / dependence 1..Nj.
+    Rows are grey levels 1..Ng, columns the run length / zone size / distance / dependence 1..Nj, or the values
+    ``j_values`` for a matrix stored with only its non-empty columns.
     ``names`` maps the generic names (``s, l, lg, hg, slg, shg, llg, lhg, glnu, glnu_norm, jnu, jnu_norm,
     perc, gl_var, j_var, j_entr``, optionally ``energy``) to the IBSI tag stems.
     """
@@ -120,7 +123,7 @@ def zone_features(m: np.ndarray, n_voxels: float, names: dict[str, str], *, ener
     if ns <= 0:
         return {names[k]: float("nan") for k in keys}
     i = np.arange(1, m.shape[0] + 1, dtype=np.float64)[:, None]
-    j = np.arange(1, m.shape[1] + 1, dtype=np.float64)[None, :]
+    j = (np.arange(1, m.shape[1] + 1) if j_values is None else np.asarray(j_values)).astype(np.float64)[None, :]
     ri = m.sum(axis=1)
     rj = m.sum(axis=0)
     p = m / ns

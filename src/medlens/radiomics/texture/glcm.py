@@ -103,12 +103,9 @@ def glcm_feature_batch(counts: np.ndarray) -> np.ndarray:
         pj = p.sum(axis=1)
         diff = np.abs(lv[:, None] - lv[None, :]).astype(np.int64)
         ssum = (lv[:, None] + lv[None, :]).astype(np.int64) - 2
-        pd = np.zeros((k, ng))
-        ps = np.zeros((k, 2 * ng - 1))
-        for d in range(ng):
-            pd[:, d] = p[:, diff == d].sum(axis=1)
-        for s in range(2 * ng - 1):
-            ps[:, s] = p[:, ssum == s].sum(axis=1)
+        flat_p = p.reshape(k, ng * ng)
+        pd = flat_p @ (diff.reshape(-1, 1) == np.arange(ng)).astype(np.float64)  # p_{x-y}(k), k = 0..Ng-1
+        ps = flat_p @ (ssum.reshape(-1, 1) == np.arange(2 * ng - 1)).astype(np.float64)  # p_{x+y}(k), k = 2..2Ng
         kd = np.arange(ng, dtype=np.float64)
         ks = np.arange(2, 2 * ng + 1, dtype=np.float64)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+from scipy import sparse
+from scipy.sparse import csgraph
 
-from medlens.radiomics.texture._common import as3d, crop_pad, dims_of, nanmean_rows, zone_features
+from medlens.radiomics.texture._common import as3d, crop_pad, dims_of, directions, nanmean_rows, zone_features
 
 __all__ = ["SZM_NAMES", "glszm_features", "glszm_matrices", "label_zones"]
 
@@ -21,23 +22,34 @@ SZM_NAMES = {
 def label_zones(g: np.ndarray, n_levels: int, three_d: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Label connected zones of equal level in ``g`` (0 = outside ROI).
 
-    2D zones are 8-connected within a slice, 3D zones 26-connected. Returns the label array (0 outside,
-    1..n), the level of each zone and its size (arrays of length n + 1, entry 0 unused).
+    2D zones are 8-connected within a slice, 3D zones 26-connected. One connected-components pass over the
+    graph linking equal-level neighbours (all levels at once). Returns the label array (0 outside, 1..n), the
+    level of each zone and its size (arrays of length n + 1, entry 0 unused).
     """
-    structure = np.ones((3, 3, 3), dtype=bool)
-    if not three_d:
-        structure[0] = structure[2] = False
-    labels = np.zeros(g.shape, dtype=np.int64)
-    levels = [0]
-    offset = 0
-    for lev in np.unique(g[g > 0]):
-        lab, n = ndimage.label(g == lev, structure=structure)
-        sel = lab > 0
-        labels[sel] = lab[sel] + offset
-        levels.extend([int(lev)] * n)
-        offset += n
-    size = np.bincount(labels.ravel(), minlength=offset + 1)
-    return labels, np.asarray(levels, dtype=np.int64), size
+    gp = np.pad(g, 1)
+    _, ny, nx = gp.shape
+    flat = gp.ravel()
+    idx = np.flatnonzero(flat)
+    lev = flat[idx]
+    node = np.full(flat.size, -1, dtype=np.int64)
+    node[idx] = np.arange(idx.size)
+    rows, cols = [], []
+    for dz, dy, dx in directions(three_d):
+        nb = idx + (dz * ny + dy) * nx + dx
+        same = flat[nb] == lev
+        rows.append(np.flatnonzero(same))
+        cols.append(node[nb[same]])
+    r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    graph = sparse.csr_matrix((np.ones(r.size, dtype=np.int8), (r, c)), shape=(idx.size, idx.size))
+    n, comp = csgraph.connected_components(graph, directed=False)
+    labels_p = np.zeros(flat.size, dtype=np.int64)
+    labels_p[idx] = comp + 1
+    labels = labels_p.reshape(gp.shape)[1:-1, 1:-1, 1:-1]
+    levels = np.zeros(n + 1, dtype=np.int64)
+    levels[comp + 1] = lev
+    size = np.bincount(comp + 1, minlength=n + 1)
+    return labels, levels, size
 
 
 def _per_slice(
@@ -55,42 +67,51 @@ def _per_slice(
 
 
 def glszm_matrices(
-    grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("2D", "3D")
+    grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("2D", "3D"), compact: bool = False
 ) -> dict[str, np.ndarray]:
     """Raw zone counts: ``out["2D"]`` (n_slices, Ng, Smax) per bounding-box slice, ``out["3D"]`` (Ng, Smax).
 
-    Column j holds zones of j+1 voxels.
+    Column j holds zones of j+1 voxels. With ``compact`` only the zone sizes that occur get a column and
+    ``out["sizes_2D"]`` / ``out["sizes_3D"]`` hold the size of each column (bounded memory for large zones).
     """
     dims = dims_of(dims)
     grey, roi = as3d(grey, roi)
     g = crop_pad(grey, roi, 0)[0]
     out: dict[str, np.ndarray] = {}
-    if "2D" in dims or "2_5D" in dims:
-        lab, lev, size = label_zones(g, n_levels, False)
-        ncol = int(size[1:].max()) if size.size > 1 else 1
-        out["2D"] = _per_slice(lab, lev, size, g.shape[0], n_levels, ncol)
-    if "3D" in dims:
-        lab, lev, size = label_zones(g, n_levels, True)
-        ncol = int(size[1:].max()) if size.size > 1 else 1
-        key = (lev[1:] - 1) * ncol + size[1:] - 1
-        out["3D"] = np.bincount(key, minlength=n_levels * ncol).reshape(n_levels, ncol)
+    for name, three_d in (("2D", False), ("3D", True)):
+        if (name == "2D" and not ("2D" in dims or "2_5D" in dims)) or (name == "3D" and "3D" not in dims):
+            continue
+        lab, lev, size = label_zones(g, n_levels, three_d)
+        if compact:
+            cols, inv = np.unique(size[1:], return_inverse=True)
+            col = np.concatenate([[0], inv + 1])
+            out[f"sizes_{name}"] = cols
+            ncol = max(cols.size, 1)
+        else:
+            col = size
+            ncol = int(size[1:].max()) if size.size > 1 else 1
+        nz = g.shape[0] if name == "2D" else 1
+        m = _per_slice(lab, lev, col, nz, n_levels, ncol) if name == "2D" else None
+        if m is None:
+            key = (lev[1:] - 1) * ncol + col[1:] - 1
+            m = np.bincount(key, minlength=n_levels * ncol).reshape(n_levels, ncol)
+        out[name] = m
     return out
 
 
-def _feat(m: np.ndarray) -> dict[str, float]:
-    j = np.arange(1, m.shape[-1] + 1)
-    return zone_features(m, float((m * j).sum()), SZM_NAMES)
+def _feat(m: np.ndarray, j: np.ndarray) -> dict[str, float]:
+    return zone_features(m, float((m * j).sum()), SZM_NAMES, j_values=j)
 
 
 def glszm_features(grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("3D",)) -> dict[str, float]:
     """GLSZM features keyed by IBSI tag (``szm_<name>_<2D|2_5D|3D>``)."""
     dims = dims_of(dims)
-    m = glszm_matrices(grey, roi, n_levels=n_levels, dims=dims)
+    m = glszm_matrices(grey, roi, n_levels=n_levels, dims=dims, compact=True)
     out: dict[str, dict[str, float]] = {}
     if "2D" in dims:
-        out["2D"] = nanmean_rows([_feat(s) for s in m["2D"] if s.any()])
+        out["2D"] = nanmean_rows([_feat(s, m["sizes_2D"]) for s in m["2D"] if s.any()])
     if "2_5D" in dims:
-        out["2_5D"] = _feat(m["2D"].sum(axis=0))
+        out["2_5D"] = _feat(m["2D"].sum(axis=0), m["sizes_2D"])
     if "3D" in dims:
-        out["3D"] = _feat(m["3D"])
+        out["3D"] = _feat(m["3D"], m["sizes_3D"])
     return {f"szm_{n}_{suf}": v for suf, fe in out.items() for n, v in fe.items()}
