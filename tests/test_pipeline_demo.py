@@ -113,3 +113,25 @@ def test_ct_writer_rejects_values_it_cannot_store(tmp_path: Path) -> None:
 def test_demo_rejects_too_few_cases(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["demo", "--out", str(tmp_path), "--cases", "4"]) == 2
     assert "--cases must be at least 8" in capsys.readouterr().err
+
+
+def test_fallbacks_agree_with_the_real_readers(tmp_path: Path) -> None:
+    """The minimal fallbacks (used only when a MedLens module is missing) match the real implementations."""
+    import medlens
+    from medlens.pipeline import _compat
+
+    data = generate_cohort(tmp_path, n_cases=8, seed=2)
+    real = medlens.read_image(data / "DEMO_003" / "CT")
+    fb = _compat._fallback_read_dicom_series(data / "DEMO_003" / "CT")
+    np.testing.assert_array_equal(np.asarray(fb.array), np.asarray(real.array))
+    np.testing.assert_allclose(fb.affine, real.affine, atol=1e-4)
+    real_mask = medlens.read_mask(data / "DEMO_003" / "RTSTRUCT", reference=real, roi="nodule")
+    fb_mask = _compat._fallback_read_rtstruct(data / "DEMO_003" / "RTSTRUCT", real, "nodule")
+    a, b = np.asarray(real_mask.array), np.asarray(fb_mask.array)
+    assert abs(int(a.sum()) - int(b.sum())) <= 0.02 * a.sum()  # rasterisers may differ on boundary voxels
+    assert (a & b).sum() >= 0.97 * a.sum()
+    x = np.asarray(real.array, dtype=float)[a]
+    feats = _compat.first_order_features(real, real_mask)
+    assert feats["stat_mean"] == pytest.approx(x.mean())
+    assert feats["stat_var"] == pytest.approx(x.var())
+    assert feats["morph_vol_approx"] == pytest.approx(a.sum() * 2.5**3)
