@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from medlens.core.errors import InputError
-from medlens.radiomics.texture._common import setting
+from medlens.radiomics.texture._common import bbox, setting
 from medlens.radiomics.texture.glcm import glcm_features, glcm_matrices
 from medlens.radiomics.texture.gldzm import gldzm_features, gldzm_matrices
 from medlens.radiomics.texture.glrlm import glrlm_features, glrlm_matrices
@@ -110,8 +110,13 @@ def compute_texture_features(
     if not roi.any():
         warnings.warn("texture: the ROI is empty; no texture features", _warning_category(), stacklevel=2)
         return {}
-    g = np.where(roi, grey, 0).astype(np.int64)
+    # everything below works on the bounding box of both masks (GLDZM needs the whole morphological mask)
+    sl = bbox(roi if morph_roi is None else roi | np.asarray(morph_roi, dtype=bool))
+    roi = roi[sl]
+    morph_roi = None if morph_roi is None else np.asarray(morph_roi, dtype=bool)[sl]
+    g = np.where(roi, grey[sl], 0).astype(np.int64)
     out: dict[str, float] = {}
+    zone_cache: dict = {}  # zones labelled once for GLSZM and GLDZM
     with np.errstate(all="ignore"):
         if "glcm" in families:
             out.update(
@@ -127,7 +132,7 @@ def compute_texture_features(
         if "glrlm" in families:
             out.update(glrlm_features(g, roi, n_levels=n_levels, dims=dims))
         if "glszm" in families:
-            out.update(glszm_features(g, roi, n_levels=n_levels, dims=dims))
+            out.update(glszm_features(g, roi, n_levels=n_levels, dims=dims, zone_cache=zone_cache))
         if "gldzm" in families:
             out.update(
                 gldzm_features(
@@ -137,6 +142,7 @@ def compute_texture_features(
                     n_levels=n_levels,
                     dims=dims,
                     metric=str(setting(settings, "gldzm_distance_metric")),
+                    zone_cache=zone_cache,
                 )
             )
         if "ngtdm" in families:

@@ -9,6 +9,7 @@ import numpy as np
 
 __all__ = [
     "as3d",
+    "bbox",
     "crop_pad",
     "dims_of",
     "directions",
@@ -59,6 +60,15 @@ def as3d(grey: np.ndarray, roi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return grey, roi
 
 
+def bbox(mask: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of a non-empty bool mask as a tuple of slices (projections, no coordinate lists)."""
+    out = []
+    for ax in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        out.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(out)
+
+
 def crop_pad(grey: np.ndarray, roi: np.ndarray, pad: int, *extra: np.ndarray) -> tuple[np.ndarray, ...]:
     """Crop ``grey`` (0 outside ``roi``) to the ROI bounding box and zero-pad it by ``pad`` voxels per side.
 
@@ -66,8 +76,7 @@ def crop_pad(grey: np.ndarray, roi: np.ndarray, pad: int, *extra: np.ndarray) ->
     padded ``extra`` arrays (padded with 0/False).
     """
     roi = np.asarray(roi, dtype=bool)
-    idx = np.nonzero(roi)
-    sl = tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)
+    sl = bbox(roi)
     g = np.where(roi[sl], np.asarray(grey)[sl], 0).astype(np.int64)
     out = [np.pad(g, pad)]
     for e in extra:

@@ -70,6 +70,7 @@ def gldzm_matrices(
     n_levels: int,
     dims: Any = ("2D", "3D"),
     metric: str = "manhattan",
+    zone_cache: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Raw distance-zone counts: ``out["2D"]`` (n_slices, Ng, Dmax), ``out["3D"]`` (Ng, Dmax).
 
@@ -89,7 +90,7 @@ def gldzm_matrices(
         if name == "3D" and "3D" not in dims:
             continue
         dist = border_distance(mm, three_d=three_d, metric=metric)
-        lab, lev, _ = label_zones(g, n_levels, three_d)
+        lab, lev, _ = label_zones(g, n_levels, three_d, zone_cache)
         n = lev.size - 1
         zd = np.zeros(n + 1, dtype=np.int64)
         if n:
@@ -114,10 +115,11 @@ def gldzm_features(
     n_levels: int,
     dims: Any = ("3D",),
     metric: str = "manhattan",
+    zone_cache: dict | None = None,
 ) -> dict[str, float]:
     """GLDZM features keyed by IBSI tag (``dzm_<name>_<2D|2_5D|3D>``)."""
     dims = dims_of(dims)
-    m = gldzm_matrices(grey, roi, morph_roi, n_levels=n_levels, dims=dims, metric=metric)
+    m = gldzm_matrices(grey, roi, morph_roi, n_levels=n_levels, dims=dims, metric=metric, zone_cache=zone_cache)
     nv = m["_n_voxels_2D"]
     out: dict[str, dict[str, float]] = {}
     if "2D" in dims:

@@ -19,13 +19,19 @@ SZM_NAMES = {
 }  # fmt: skip
 
 
-def label_zones(g: np.ndarray, n_levels: int, three_d: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def label_zones(
+    g: np.ndarray, n_levels: int, three_d: bool, cache: dict | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Label connected zones of equal level in ``g`` (0 = outside ROI).
 
     2D zones are 8-connected within a slice, 3D zones 26-connected. One connected-components pass over the
     graph linking equal-level neighbours (all levels at once). Returns the label array (0 outside, 1..n), the
-    level of each zone and its size (arrays of length n + 1, entry 0 unused).
+    level of each zone and its size (arrays of length n + 1, entry 0 unused). ``cache`` (a dict shared by
+    GLSZM and GLDZM within one extraction, for the same grey array) avoids labelling twice.
     """
+    key = (three_d, g.shape)
+    if cache is not None and key in cache:
+        return cache[key]  # type: ignore[no-any-return]
     gp = np.pad(g, 1)
     _, ny, nx = gp.shape
     flat = gp.ravel()
@@ -49,6 +55,8 @@ def label_zones(g: np.ndarray, n_levels: int, three_d: bool) -> tuple[np.ndarray
     levels = np.zeros(n + 1, dtype=np.int64)
     levels[comp + 1] = lev
     size = np.bincount(comp + 1, minlength=n + 1)
+    if cache is not None:
+        cache[key] = (labels, levels, size)
     return labels, levels, size
 
 
@@ -67,7 +75,13 @@ def _per_slice(
 
 
 def glszm_matrices(
-    grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("2D", "3D"), compact: bool = False
+    grey: np.ndarray,
+    roi: np.ndarray,
+    *,
+    n_levels: int,
+    dims: Any = ("2D", "3D"),
+    compact: bool = False,
+    zone_cache: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Raw zone counts: ``out["2D"]`` (n_slices, Ng, Smax) per bounding-box slice, ``out["3D"]`` (Ng, Smax).
 
@@ -81,7 +95,7 @@ def glszm_matrices(
     for name, three_d in (("2D", False), ("3D", True)):
         if (name == "2D" and not ("2D" in dims or "2_5D" in dims)) or (name == "3D" and "3D" not in dims):
             continue
-        lab, lev, size = label_zones(g, n_levels, three_d)
+        lab, lev, size = label_zones(g, n_levels, three_d, zone_cache)
         if compact:
             cols, inv = np.unique(size[1:], return_inverse=True)
             col = np.concatenate([[0], inv + 1])
@@ -103,10 +117,12 @@ def _feat(m: np.ndarray, j: np.ndarray) -> dict[str, float]:
     return zone_features(m, float((m * j).sum()), SZM_NAMES, j_values=j)
 
 
-def glszm_features(grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("3D",)) -> dict[str, float]:
+def glszm_features(
+    grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("3D",), zone_cache: dict | None = None
+) -> dict[str, float]:
     """GLSZM features keyed by IBSI tag (``szm_<name>_<2D|2_5D|3D>``)."""
     dims = dims_of(dims)
-    m = glszm_matrices(grey, roi, n_levels=n_levels, dims=dims, compact=True)
+    m = glszm_matrices(grey, roi, n_levels=n_levels, dims=dims, compact=True, zone_cache=zone_cache)
     out: dict[str, dict[str, float]] = {}
     if "2D" in dims:
         out["2D"] = nanmean_rows([_feat(s, m["sizes_2D"]) for s in m["2D"] if s.any()])
