@@ -7,7 +7,8 @@ PyRadiomics is a benchmark-only dependency (see ``benchmarks/radiomics_vs_pyradi
 Both tools run in this process, one after the other, single-threaded, on the same image and mask, 3D, no
 resampling, fixed bin width 25 with PyRadiomics' bin edges (so that both see the same grey levels). PyRadiomics
 time: its five texture classes (GLCM, GLRLM, GLSZM, GLDM, NGTDM), construction (crop + discretisation) and
-``execute()``. MedLens time: discretisation + :func:`medlens.radiomics.texture.compute_texture_features` for the same
+``execute()``. Times are CPU seconds of this process (both single-threaded; robust on a shared
+machine). MedLens time: discretisation + :func:`medlens.radiomics.texture.compute_texture_features` for the same
 five families (3D), and separately with GLDZM added (PyRadiomics has no GLDZM). Best of ``--repeat`` runs.
 """
 
@@ -70,19 +71,19 @@ def _pyradiomics(image, mask) -> tuple[float, dict]:
     classes = {"glcm": glcm.RadiomicsGLCM, "glrlm": glrlm.RadiomicsGLRLM, "glszm": glszm.RadiomicsGLSZM,
                "gldm": gldm.RadiomicsGLDM, "ngtdm": ngtdm.RadiomicsNGTDM}  # fmt: skip
     out = {}
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for name, cls in classes.items():
         fc = cls(image, mask, binWidth=BIN_WIDTH, label=1)
         fc.enableAllFeatures()
         for k, v in fc.execute().items():
             out[(name, k)] = float(v)
-    return time.perf_counter() - t0, out
+    return time.process_time() - t0, out
 
 
 def _medlens(arr: np.ndarray, roi: np.ndarray, families: tuple[str, ...]) -> tuple[float, dict]:
     from medlens.radiomics.texture import compute_texture_features
 
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     vals = arr[roi]
     lo = vals.min() - vals.min() % BIN_WIDTH  # PyRadiomics' lower bin edge
     levels = np.floor((vals - lo) / BIN_WIDTH).astype(np.int64) + 1
@@ -90,7 +91,7 @@ def _medlens(arr: np.ndarray, roi: np.ndarray, families: tuple[str, ...]) -> tup
     grey[roi] = levels
     feats = compute_texture_features(grey, roi=roi, morph_roi=roi, n_levels=int(levels.max()),
                                      settings={"dims": ("3D",), "families": families})  # fmt: skip
-    return time.perf_counter() - t0, feats
+    return time.process_time() - t0, feats
 
 
 def _cases(n_sts: int, tmp: Path) -> list[tuple[str, Path, Path]]:
