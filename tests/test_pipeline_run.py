@@ -171,6 +171,7 @@ def test_killed_process_loses_nothing_finished(tmp_path: Path, data: Path) -> No
         log.close()
     done_before = len(_finished_files(cases))
     assert 2 <= done_before < 8, f"the run was not killed half way: {(tmp_path / 'stderr.txt').read_text()[-2000:]}"
+    run_mod.code_fingerprint.cache_clear()  # fingerprint the source as the killed process saw it
     res = run_mod.run_pipeline(load_config(p, data_dir=data, out_dir=tmp_path / "run", workers=1), progress=False)
     assert res.n_skipped == done_before and res.n_ok == 8
     df = read_features(tmp_path / "run")
