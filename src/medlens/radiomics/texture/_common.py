@@ -86,12 +86,12 @@ def crop_pad(grey: np.ndarray, roi: np.ndarray, pad: int, *extra: np.ndarray) ->
 
 def directions(three_d: bool) -> list[tuple[int, int, int]]:
     """Unique (non-opposite) unit direction offsets (dz, dy, dx): 4 in-plane or 13 in 3D."""
-    out = []
-    for d in itertools.product((-1, 0, 1), repeat=3):
-        if d == (0, 0, 0) or (not three_d and d[0] != 0):
+    out: list[tuple[int, int, int]] = []
+    for dz, dy, dx in itertools.product((-1, 0, 1), repeat=3):
+        if (dz, dy, dx) == (0, 0, 0) or (not three_d and dz != 0):
             continue
-        if d > tuple(-v for v in d):  # keep one of each opposite pair
-            out.append(d)
+        if (dz, dy, dx) > (-dz, -dy, -dx):  # keep one of each opposite pair
+            out.append((dz, dy, dx))
     return out
 
 

@@ -68,10 +68,8 @@ def glcm_matrices(
     out: dict[str, np.ndarray] = {}
     d2 = [(distance * a, distance * b, distance * c) for a, b, c in directions(False)]
     d3 = [(distance * a, distance * b, distance * c) for a, b, c in directions(True)]
-    in_plane = None
-    if any(d in ("2D", "2_5D") for d in dims) or "3D" in dims:
-        in_plane = _pair_counts(g, d2, n_levels, symmetric)  # (nz_pad, 4, Ng, Ng)
-        out["2D"] = in_plane[distance:-distance] if distance else in_plane
+    in_plane = _pair_counts(g, d2, n_levels, symmetric)  # (nz_pad, 4, Ng, Ng), also the in-plane 3D directions
+    out["2D"] = in_plane[distance:-distance] if distance else in_plane
     if "3D" in dims:
         rest = [d for d in d3 if d[0] != 0]
         other = _pair_counts(g, rest, n_levels, symmetric).sum(axis=0)
