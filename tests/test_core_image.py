@@ -70,7 +70,7 @@ def test_with_array_keeps_geometry_and_records_history():
 
 
 def test_bad_construction_messages():
-    with pytest.raises(InputError, match="2D .* or 3D"):
+    with pytest.raises(InputError, match=r"2D .* or 3D"):
         Image.from_array(np.zeros(5))
     with pytest.raises(InputError, match="spacing has 2 values"):
         Image.from_array(np.zeros((2, 2, 2)), spacing=(1, 1))
@@ -85,7 +85,7 @@ def test_bad_construction_messages():
 def test_require_same_grid_explains_difference():
     a = _vol()
     b = _vol(spacing=(3.0, 0.7, 0.8))
-    with pytest.raises(GeometryError, match="different grid.*spacing"):
+    with pytest.raises(GeometryError, match=r"different grid.*spacing"):
         a.require_same_grid(b)
 
 

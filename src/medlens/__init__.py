@@ -28,10 +28,10 @@ __all__ = [
     "MedlensError",
     "Units",
     "__version__",
+    "list_series",
     "read_image",
     "read_mask",
     "write_image",
-    "list_series",
 ]
 
 _LAZY = {

@@ -284,7 +284,7 @@ class Image:
         idx = np.asarray(index, dtype=np.float64)
         if idx.shape[-1] != self.ndim:
             raise InputError(f"index must end in {self.ndim} coordinates (array order), got shape {idx.shape}")
-        full = np.zeros(idx.shape[:-1] + (3,))
+        full = np.zeros((*idx.shape[:-1], 3))
         full[..., : self.ndim] = idx
         return full @ self.affine[:3, :3].T + self.affine[:3, 3]
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from medlens.core.image import Image, ImageMeta
 
-__all__ = ["to_sitk", "from_sitk", "sitk_geometry_affine"]
+__all__ = ["from_sitk", "sitk_geometry_affine", "to_sitk"]
 
 
 def sitk_geometry_affine(sitk_image: Any) -> np.ndarray:
