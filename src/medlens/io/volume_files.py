@@ -30,23 +30,15 @@ import numpy as np
 from medlens.core.atomic import atomic_path
 from medlens.core.errors import FormatError, InputError, MissingDependencyError
 from medlens.core.image import Image, ImageMeta, Units
+from medlens.io.api import VOLUME_SUFFIXES, volume_suffix
 
 __all__ = ["VOLUME_SUFFIXES", "read_volume", "write_volume"]
 
 PathLike = str | os.PathLike[str]
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 # RAS <-> LPS: negate the first two world coordinates.
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def _suffix(path: PathLike) -> str | None:
-    name = Path(path).name.lower()
-    for suf in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suf):
-            return suf
-    return None
 
 
 def _require(module: str) -> Any:
@@ -86,7 +78,7 @@ def read_volume(path: PathLike) -> Image:
         The file cannot be parsed, or holds more than 3 dimensions / vector pixels.
     """
     p = Path(path)
-    suf = _suffix(p)
+    suf = volume_suffix(p)
     if suf is None:
         raise InputError(f"{p}: not a volume file; expected one of {', '.join(VOLUME_SUFFIXES)}")
     if not p.is_file():
@@ -341,7 +333,7 @@ def write_volume(image: Image, path: PathLike) -> Path:
     if not isinstance(image, Image):
         raise InputError(f"write_volume needs a medlens Image, got {type(image).__name__}")
     p = Path(path)
-    suf = _suffix(p)
+    suf = volume_suffix(p)
     if suf is None:
         raise FormatError(f"{p}: cannot tell the output format from the name; use one of {', '.join(VOLUME_SUFFIXES)}")
     if suf in (".nii", ".nii.gz"):
