@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-
-class Method(StrEnum):
-    otsu = "otsu"
-    multi_otsu = "multi-otsu"
-    threshold = "threshold"
-    region_grow = "region-grow"
-    confidence = "confidence"
-    suv_threshold = "suv-threshold"
-    lungs = "lungs"
-    unet = "unet"
+from medlens.segment.dispatch import Method
 
 
 def _triple(text: str | None, name: str, cast: Any) -> tuple | None:
@@ -94,41 +84,26 @@ def register(app: typer.Typer) -> None:
         import numpy as np
 
         from medlens.io.api import read_image
-        from medlens.segment import classic
+        from medlens.segment.dispatch import postprocess_mask
+        from medlens.segment.dispatch import segment as segment_image
 
         img = read_image(image)
-        si = _triple(seed_index, "--seed-index", int)
-        sm = _triple(seed_mm, "--seed-mm", float)
-        seeds: dict[str, Any] = {"seed_index": si, "seed_mm": sm}
-        if method is Method.otsu:
-            mask = classic.otsu(img)
-        elif method is Method.multi_otsu:
-            mask = classic.multi_otsu(img, classes=classes)
-        elif method is Method.threshold:
-            mask = classic.threshold(img, lower=lower, upper=upper, units=units)
-        elif method is Method.region_grow:
-            mask = classic.region_grow(img, tolerance=tolerance, lower=lower, upper=upper, **seeds)
-        elif method is Method.confidence:
-            mask = classic.confidence_connected(img, multiplier=multiplier, **seeds)
-        elif method is Method.suv_threshold:
-            mask = classic.suv_threshold(img, fraction=fraction, search_radius_mm=search_radius_mm, **seeds)
-        elif method is Method.lungs:
-            from medlens.segment.lungs import segment_lungs
-
-            mask = segment_lungs(img)
-        else:
-            from medlens.segment.unet import segment_unet
-
-            mask = segment_unet(img, model_dir=model, backend=backend, allow_other_modality=allow_other_modality)
-        if mask.is_mask:
-            if largest and mask.array.any():
-                mask = classic.largest_component(mask)
-            if fill:
-                mask = classic.fill_holes(mask)
-            if opening_mm:
-                mask = classic.opening(mask, radius_mm=opening_mm)
-            if closing_mm:
-                mask = classic.closing(mask, radius_mm=closing_mm)
+        options: dict[str, Any] = {
+            Method.otsu: {},
+            Method.multi_otsu: {"classes": classes},
+            Method.threshold: {"lower": lower, "upper": upper, "units": units},
+            Method.region_grow: {"tolerance": tolerance, "lower": lower, "upper": upper},
+            Method.confidence: {"multiplier": multiplier},
+            Method.suv_threshold: {"fraction": fraction, "search_radius_mm": search_radius_mm},
+            Method.lungs: {},
+            Method.unet: {"model_dir": model, "backend": backend, "allow_other_modality": allow_other_modality},
+        }[method]
+        if method in (Method.region_grow, Method.confidence, Method.suv_threshold):
+            options.update(
+                seed_index=_triple(seed_index, "--seed-index", int), seed_mm=_triple(seed_mm, "--seed-mm", float)
+            )
+        mask = segment_image(img, method=method.value, **options)
+        mask = postprocess_mask(mask, largest=largest, fill_holes=fill, opening_mm=opening_mm, closing_mm=closing_mm)
         _write_mask(mask, out, image, method.value)
         n = int(np.count_nonzero(mask.array))
         typer.echo(f"{method.value}: {n} voxels ({n * img.voxel_volume_mm3 / 1000.0:.2f} ml) -> {out}")
