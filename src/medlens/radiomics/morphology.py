@@ -203,27 +203,36 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     mu = float(x[m > 0].mean())
     y = (x - mu) * m
     shp = m.shape
-    # A circular convolution of length >= 2n-1 is exact on the "valid" part (offsets n-1..2n-2):
-    # the aliased tail of the linear convolution cannot reach it.
-    size = tuple(fft.next_fast_len(2 * s - 1, real=True) for s in shp)
+    # The kernel w(d) = 1/|d| is even in every axis, so a circular correlation of period L >= 2n-2
+    # (even L) is exact: offsets d and d - L only coincide for d = n-1 = -(n-1) + L, where w is the
+    # same. For an even kernel the DFT of its period-L even extension is real and equals the DCT-I of
+    # one octant (offsets 0..L/2, zero beyond n-1): ~1/8 of the work of a full forward FFT of the
+    # kernel, and a real (not complex) spectrum, which halves its memory.
+    size = []
+    for s_ in shp:
+        n_fft = fft.next_fast_len(max(2 * s_ - 2, 2), real=True)
+        while n_fft % 2:
+            n_fft = fft.next_fast_len(n_fft + 1, real=True)
+        size.append(n_fft)
+    size = tuple(size)
     # Single precision halves time and memory; the sums below are accumulated in float64 and the
     # result agrees with double precision to ~1e-7 relative on the IBSI phantom (far inside tolerance).
-    # The kernel (1/distance over offsets -(n-1)..(n-1), centred at n-1) is built in place inside the
-    # zero-padded FFT buffer, so no padded copies are made.
-    buf = np.zeros(size, np.float32)
-    k = buf[tuple(slice(0, 2 * s - 1) for s in shp)]
-    for ax, (s, sp) in enumerate(zip(shp, spacing)):
-        g = ((np.arange(-(s - 1), s, dtype=np.float64) * sp) ** 2).astype(np.float32)
+    octant = np.zeros(tuple(n_fft // 2 + 1 for n_fft in size), np.float32)
+    k = octant[tuple(slice(0, s_) for s_ in shp)]
+    for ax, (s_, sp) in enumerate(zip(shp, spacing)):
+        g = ((np.arange(s_, dtype=np.float64) * sp) ** 2).astype(np.float32)
         k += g.reshape([-1 if a == ax else 1 for a in range(3)])
-    centre = tuple(s - 1 for s in shp)
-    k[centre] = 1.0
+    k[0, 0, 0] = 1.0
     np.sqrt(k, out=k)
     np.divide(np.float32(1.0), k, out=k)
-    k[centre] = 0.0  # no self-pair
-    kf = fft.rfftn(buf)
-    del buf, k
-    valid = tuple(slice(s - 1, 2 * s - 1) for s in shp)
-    inner = tuple(slice(0, s) for s in shp)
+    k[0, 0, 0] = 0.0  # no self-pair
+    kf_half = fft.dctn(octant, type=1)
+    del octant, k
+    # full (mirrored) spectrum on the rfftn grid: axis index f and L - f share a value
+    mirror = [np.minimum(np.arange(n_fft), n_fft - np.arange(n_fft)) for n_fft in size[:2]]
+    kf = kf_half[np.ix_(mirror[0], mirror[1], np.arange(size[2] // 2 + 1))]
+    del kf_half
+    inner = tuple(slice(0, s_) for s_ in shp)
 
     def corr(a: np.ndarray, kernel_spectrum: np.ndarray) -> np.ndarray:
         padded = np.zeros(size, np.float32)
@@ -231,7 +240,7 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
         spec = fft.rfftn(padded)
         del padded
         spec *= kernel_spectrum  # in place: one spectrum-sized buffer per call
-        return np.asarray(fft.irfftn(spec, size)[valid], dtype=np.float64)
+        return np.asarray(fft.irfftn(spec, size)[inner], dtype=np.float64)
 
     km = corr(m, kf)
     ky = corr(y, kf)
