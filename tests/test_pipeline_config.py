@@ -10,7 +10,7 @@ import yaml
 
 from medlens.cli import main
 from medlens.core.errors import InputError
-from medlens.pipeline.config import load_config
+from medlens.pipeline.config import load_config, validate_config
 from medlens.pipeline.demo import DEMO_CONFIG, generate_cohort
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,3 +165,17 @@ def test_settings_file_is_hashed_by_content(tmp_path: Path, demo_data: Path) -> 
 def test_bad_memory_limit(tmp_path: Path, demo_data: Path) -> None:
     with pytest.raises(InputError, match=r"execution.memory_limit 'lots' is not a size"):
         load_config(_write(tmp_path, _cfg(execution={"memory_limit": "lots"})), data_dir=demo_data)
+
+
+def test_mask_method_and_options_are_checked(tmp_path: Path) -> None:
+    base = {"cohort": {"csv": "c.csv", "mask_column": None}}
+    with pytest.raises(InputError, match=r"mask.method is 'watershed'; allowed values: otsu, multi-otsu, threshold"):
+        validate_config(base | {"mask": {"method": "watershed"}})
+    with pytest.raises(
+        InputError, match=r"mask.options has 'low', not an option of 'threshold'; its options are: lower"
+    ):
+        validate_config(base | {"mask": {"method": "threshold", "options": {"low": 1}}})
+    with pytest.raises(InputError, match=r"mask.options is set but mask.method is not"):
+        validate_config({"cohort": {"csv": "c.csv"}, "mask": {"options": {"lower": 1}}})
+    ok = validate_config(base | {"mask": {"method": "threshold", "options": {"lower": -500, "units": "HU"}}})
+    assert ok["mask"]["options"] == {"lower": -500, "units": "HU"}

@@ -91,9 +91,9 @@ def test_ct_writer_round_trip(tmp_path: Path) -> None:
     arr = np.random.default_rng(0).integers(-1024, 2000, size=(5, 16, 20)).astype(np.int16)
     img = medlens.Image.from_array(arr, spacing=(3.0, 0.8, 0.7), origin=(10.0, -20.0, 5.0), modality="CT")
     write_ct_series(img, tmp_path / "ct", patient_id="RT1", patient_age_years=61, patient_sex="F")
-    from medlens.pipeline._compat import header_facts, read_image
+    from medlens.pipeline.steps import header_facts
 
-    back, _ = read_image(tmp_path / "ct")
+    back = medlens.read_image(tmp_path / "ct")
     np.testing.assert_array_equal(np.asarray(back.array), arr)
     np.testing.assert_allclose(back.affine, img.affine, atol=1e-4)
     facts = header_facts(tmp_path / "ct")
@@ -113,25 +113,3 @@ def test_ct_writer_rejects_values_it_cannot_store(tmp_path: Path) -> None:
 def test_demo_rejects_too_few_cases(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["demo", "--out", str(tmp_path), "--cases", "4"]) == 2
     assert "--cases must be at least 8" in capsys.readouterr().err
-
-
-def test_fallbacks_agree_with_the_real_readers(tmp_path: Path) -> None:
-    """The minimal fallbacks (used only when a MedLens module is missing) match the real implementations."""
-    import medlens
-    from medlens.pipeline import _compat
-
-    data = generate_cohort(tmp_path, n_cases=8, seed=2)
-    real = medlens.read_image(data / "DEMO_003" / "CT")
-    fb = _compat._fallback_read_dicom_series(data / "DEMO_003" / "CT")
-    np.testing.assert_array_equal(np.asarray(fb.array), np.asarray(real.array))
-    np.testing.assert_allclose(fb.affine, real.affine, atol=1e-4)
-    real_mask = medlens.read_mask(data / "DEMO_003" / "RTSTRUCT", reference=real, roi="nodule")
-    fb_mask = _compat._fallback_read_rtstruct(data / "DEMO_003" / "RTSTRUCT", real, "nodule")
-    a, b = np.asarray(real_mask.array), np.asarray(fb_mask.array)
-    assert abs(int(a.sum()) - int(b.sum())) <= 0.02 * a.sum()  # rasterisers may differ on boundary voxels
-    assert (a & b).sum() >= 0.97 * a.sum()
-    x = np.asarray(real.array, dtype=float)[a]
-    feats = _compat.first_order_features(real, real_mask)
-    assert feats["stat_mean"] == pytest.approx(x.mean())
-    assert feats["stat_var"] == pytest.approx(x.var())
-    assert feats["morph_vol_approx"] == pytest.approx(a.sum() * 2.5**3)

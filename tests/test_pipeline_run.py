@@ -185,7 +185,7 @@ def test_preprocess_recipe_is_applied_and_recorded(tmp_path: Path, data: Path) -
     cfg = _config(tmp_path, data, out="smooth")
     cfg.raw["preprocess"]["recipe"] = {"name": "smooth", "steps": [{"gaussian_filter": {"sigma_mm": 2.0}}]}
     smooth = run_mod.run_pipeline(cfg, progress=False)
-    assert smooth.fallbacks == [] and plain.n_ok == smooth.n_ok == 8
+    assert plain.n_ok == smooth.n_ok == 8
     a = read_features(tmp_path / "plain").set_index("case_id").sort_index()
     b = read_features(tmp_path / "smooth").set_index("case_id").sort_index()
     # smoothing mixes lung (-850 HU) into the nodule border: every nodule's mean intensity drops
@@ -264,3 +264,19 @@ def test_random_forest_with_harmonisation_end_to_end(tmp_path: Path, data: Path)
     saved = joblib.load(tmp_path / "run" / "model" / "model.joblib")
     assert saved["pipeline"].steps[0][0] == "harmonise"
     assert read_features(tmp_path / "run")["batch"].tolist().count("A") == 4
+
+
+def test_mask_from_a_segmentation_method_gives_one_row_per_case(tmp_path: Path, data: Path) -> None:
+    """mask.method: the ROI comes from medlens.segment.segment (here Otsu: the soft tissue, not the lungs)."""
+    cfg = _config(tmp_path, data)
+    cfg.raw["cohort"]["mask_column"] = None
+    cfg.raw["mask"] = {"roi": None, "method": "otsu", "options": {}}
+    cfg.raw["radiomics"]["settings"] = {"families": ["morph", "stat"], "texture": {"families": []}}
+    res = run_mod.run_pipeline(cfg, progress=False)
+    assert (res.n_cases, res.n_ok, res.n_failed) == (8, 8, 0)
+    df = read_features(tmp_path / "run")
+    assert sorted(df["case_id"]) == [f"DEMO_{i:03d}" for i in range(1, 9)]
+    # Otsu splits lung (-850 HU) from soft tissue (40 HU and the nodules): no lung voxel in the ROI
+    assert (df["stat_min"] > -850.0).all()
+    one = json.loads(next((tmp_path / "run" / "cases").glob("DEMO_001__*.json")).read_text())
+    assert one["roi"] == "otsu" and one["status"] == "ok"

@@ -28,8 +28,6 @@ def _print_result(res: RunResult) -> None:
         typer.echo(f"cross-validated C-index {m['c_index']:.3f}")
     if "error" in m:
         typer.echo(f"no model: {m['error']}")
-    for fb in res.fallbacks:
-        typer.echo(f"note: fallback used: {fb}")
     typer.echo(f"features: {res.features_path}")
     typer.echo(f"report: {res.report_path}")
 

@@ -19,7 +19,8 @@ Example (every key shown; only ``cohort`` is required)::
       batch_column: null            # centre/scanner for harmonisation
     mask:
       roi: GTV_Mass_PET             # exact name, or a regular expression matching one ROI
-      method: null                  # instead of a mask column: a medlens.segment method
+      method: null                  # instead of a mask column: a medlens.segment.segment method (otsu, ...)
+      options: {}                   # keyword options of that method, e.g. {lower: -500, units: HU}
     preprocess:
       recipe: null                  # path to a preprocess recipe YAML, or the recipe itself
     radiomics:
@@ -87,6 +88,7 @@ SCHEMA: dict[str, Any] = {
         "schema": {
             "roi": {"types": _OPT_STR, "default": None},
             "method": {"types": _OPT_STR, "default": None},
+            "options": {"types": (dict,), "default": {}},
         }
     },
     "preprocess": {"schema": {"recipe": {"types": (str, dict, type(None)), "default": None}}},
@@ -190,6 +192,22 @@ def validate_config(raw: Any, *, source: str = "config") -> dict[str, Any]:
         raise InputError(f"{source}: cohort.time_column and cohort.event_column must be given together")
     if c["mask_column"] is None and cfg["mask"]["method"] is None:
         raise InputError(f"{source}: give cohort.mask_column (a mask file per case) or mask.method (segmentation)")
+    if cfg["mask"]["method"] is not None:
+        from medlens.segment.dispatch import METHODS, method_options
+
+        if cfg["mask"]["method"] not in METHODS:
+            raise InputError(
+                f"{source}: mask.method is {cfg['mask']['method']!r}; allowed values: {', '.join(METHODS)}"
+            )
+        allowed = method_options(cfg["mask"]["method"])
+        unknown = sorted(set(cfg["mask"]["options"]) - set(allowed))
+        if unknown:
+            raise InputError(
+                f"{source}: mask.options has {', '.join(map(repr, unknown))}, not an option of "
+                f"{cfg['mask']['method']!r}; its options are: {', '.join(allowed) or '(none)'}"
+            )
+    elif cfg["mask"]["options"]:
+        raise InputError(f"{source}: mask.options is set but mask.method is not; set mask.method or drop mask.options")
     try:
         from dask.utils import parse_bytes
 

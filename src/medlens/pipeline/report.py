@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from medlens.audit import AuditLog
 from medlens.core.atomic import atomic_write_text
-from medlens.pipeline import _compat
 from medlens.pipeline.config import RunConfig
 
 __all__ = ["write_report"]
@@ -22,7 +22,7 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#22
 h1{border-bottom:2px solid #345}h2{margin-top:1.6em;color:#345}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}
 th{background:#eef}pre{background:#f6f6f6;padding:8px;font-size:12px;overflow-x:auto}
-.warn{background:#fff3cd;border:1px solid #e0c060;padding:8px}.err{color:#a00}
+.err{color:#a00}
 img{max-width:100%}.grid{display:flex;flex-wrap:wrap;gap:8px}
 """
 
@@ -192,12 +192,6 @@ def write_report(
             ]
         )
     )
-    if run_info.get("fallbacks"):
-        items = "".join(f"<li>{html.escape(f)}</li>" for f in run_info["fallbacks"])
-        parts.append(
-            f"<div class='warn'><b>Minimal fallbacks were used</b> (a MedLens module was not available):"
-            f"<ul>{items}</ul></div>"
-        )
     parts.append("<h2>Cohort and QA</h2>")
     ys = [r["case"].get("outcome") for r in ok]
     if ys and all(y is not None for y in ys):
@@ -273,7 +267,8 @@ def write_report(
     parts.append("<h2>Settings</h2>")
     parts.append(f"<pre>{html.escape(yaml.safe_dump(config.raw, sort_keys=False))}</pre>")
     parts.append("<h2>Audit log of this run</h2>")
-    entries = _compat.read_audit_entries(out_dir / "audit.jsonl")
+    audit_path = out_dir / "audit.jsonl"
+    entries = AuditLog(audit_path).entries() if audit_path.exists() else []
     parts.append(
         _table(
             [

@@ -26,7 +26,7 @@ import numpy as np
 
 from medlens.core.atomic import atomic_path, atomic_write_text
 from medlens.core.errors import InputError, MedlensError
-from medlens.pipeline import _compat
+from medlens.pipeline import steps
 from medlens.pipeline.cases import Case, check_outcome, content_hash, load_cases, resolve_roi
 from medlens.pipeline.config import RunConfig, settings_hash
 
@@ -107,12 +107,14 @@ def process_case(case: dict[str, Any], settings: dict[str, Any], key: str, cases
 
     Returns the result dictionary: ``status`` ("ok"/"error"), ``error``, ``features``,
     ``lineage``, ``qa``, ``clinical_dicom``, ``timings_s`` (read, preprocess, mask, features),
-    ``fallbacks``, ``worker_pid``, ``peak_rss_mb``.
+    ``worker_pid``, ``peak_rss_mb``.
     """
+    from medlens.io.api import read_image, read_mask
+    from medlens.radiomics import extract
+
     c = Case(**case)
     started = _now()
     timings: dict[str, float] = {}
-    fallbacks: list[str] = []
     result: dict[str, Any] = {
         "case_id": c.case_id,
         "key": key,
@@ -132,38 +134,34 @@ def process_case(case: dict[str, Any], settings: dict[str, Any], key: str, cases
     warnings.simplefilter("always")
     try:
         t = time.perf_counter()
-        image, fb = _compat.read_image(c.image)
-        fallbacks += fb
-        facts = _compat.header_facts(c.image)
+        image = read_image(c.image)
+        facts = steps.header_facts(c.image)
         timings["read"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        image, fb = _compat.preprocess(image, settings["preprocess"]["recipe"], Path(base_dir))
-        fallbacks += fb
+        image = steps.preprocess(image, settings["preprocess"]["recipe"], Path(base_dir))
         timings["preprocess"] = time.perf_counter() - t
 
         t = time.perf_counter()
         roi_name = None
         if settings["mask"]["method"] is not None:
-            mask = _compat.segment(image, settings["mask"]["method"])
+            mask = steps.make_mask(image, settings["mask"]["method"], settings["mask"].get("options"))
             roi_name = settings["mask"]["method"]
         else:
             if not c.mask:
                 raise InputError(f"case {c.case_id}: no mask file and no mask.method to make one")
             roi_pattern = settings["mask"]["roi"]
             if roi_pattern is not None:
-                names = _compat.rtstruct_roi_names(c.mask) if c.mask else []
+                names = steps.rtstruct_roi_names(c.mask)
                 roi_name = resolve_roi(roi_pattern, names, source=str(c.mask)) if names else roi_pattern
-            mask, fb = _compat.read_mask(c.mask, image, roi_name)
-            fallbacks += fb
+            mask = read_mask(c.mask, reference=image, roi=roi_name)
         m = np.asarray(mask.array, dtype=bool)
         if not m.any():
             raise InputError(f"case {c.case_id}: the mask {roi_name or ''} is empty on the image grid")
         timings["mask"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        feats, fb = _compat.extract_features(image, mask, settings["radiomics"]["settings"])
-        fallbacks += fb
+        feats = {str(k): float(v) for k, v in extract(image, mask, settings["radiomics"]["settings"]).items()}
         timings["features"] = time.perf_counter() - t
 
         sops = sorted(image.meta.sop_instance_uids)
@@ -207,7 +205,6 @@ def process_case(case: dict[str, Any], settings: dict[str, Any], key: str, cases
     result.update(
         finished_at=_now(),
         timings_s=timings,
-        fallbacks=sorted(set(fallbacks)),
         worker_pid=os.getpid(),
         peak_rss_mb=_peak_rss_mb(),
     )
@@ -363,7 +360,6 @@ def _run_dask(todo, settings, cases_dir, base_dir, workers, ex):  # type: ignore
                     "qa": {},
                     "clinical_dicom": {},
                     "timings_s": {},
-                    "fallbacks": [],
                     "started_at": _now(),
                     "finished_at": _now(),
                 }
@@ -390,13 +386,13 @@ class RunResult:
     features_path: Path
     report_path: Path | None
     metrics: dict[str, Any] = field(default_factory=dict)
-    fallbacks: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 
 
 def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunResult:
     """Run a whole cohort: cases -> feature store -> model with cross-validation -> HTML report."""
     import medlens
+    from medlens.audit import AuditLog
     from medlens.pipeline import store
 
     t0 = time.perf_counter()
@@ -410,7 +406,7 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunResult:
 
     s_hash = settings_hash(config.settings_for_hash())
     run_id = f"{config.name}-{s_hash}"
-    audit, audit_fb = _compat.audit_log(out / "audit.jsonl")
+    audit = AuditLog(out / "audit.jsonl")
     import yaml
 
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config.raw, sort_keys=False))
@@ -444,7 +440,6 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunResult:
             "failed_cases": {r["case_id"]: r["error"] for r in summary.results if r["status"] != "ok"},
         },
     )
-    fallbacks = sorted({f for r in summary.results for f in r.get("fallbacks", [])} | set(audit_fb))
     features_path = store.write_features(summary.results, out, run_id=run_id, settings_hash=s_hash)
     audit.append(
         action="features.write",
@@ -482,7 +477,6 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunResult:
         "n_computed": summary.n_computed,
         "mode": summary.mode,
         "cases_wall_s": summary.wall_s,
-        "fallbacks": fallbacks,
         "finished_at": _now(),
     }
     atomic_write_text(out / "run.json", json.dumps(run_info, indent=2, default=str))
@@ -503,7 +497,6 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunResult:
         features_path=features_path,
         report_path=report_path,
         metrics=metrics,
-        fallbacks=fallbacks,
         wall_s=time.perf_counter() - t0,
     )
 
@@ -513,6 +506,6 @@ def _check_roi_first_case(cases: list[Case], config: RunConfig) -> None:
     pattern = config.section("mask")["roi"]
     if pattern is None or config.section("mask")["method"] is not None or not cases[0].mask:
         return
-    names = _compat.rtstruct_roi_names(cases[0].mask)
+    names = steps.rtstruct_roi_names(cases[0].mask)
     if names:
         resolve_roi(pattern, names, source=f"case {cases[0].case_id} ({cases[0].mask})")
