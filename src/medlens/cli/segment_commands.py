@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         from medlens.segment.dispatch import segment as segment_image
 
         img = read_image(image)
-        options: dict[str, Any] = {
+        per_method: dict[Method, dict[str, Any]] = {
             Method.otsu: {},
             Method.multi_otsu: {"classes": classes},
             Method.threshold: {"lower": lower, "upper": upper, "units": units},
@@ -97,7 +97,8 @@ def register(app: typer.Typer) -> None:
             Method.suv_threshold: {"fraction": fraction, "search_radius_mm": search_radius_mm},
             Method.lungs: {},
             Method.unet: {"model_dir": model, "backend": backend, "allow_other_modality": allow_other_modality},
-        }[method]
+        }
+        options = per_method[method]
         if method in (Method.region_grow, Method.confidence, Method.suv_threshold):
             options.update(
                 seed_index=_triple(seed_index, "--seed-index", int), seed_mm=_triple(seed_mm, "--seed-mm", float)

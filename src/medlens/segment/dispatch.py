@@ -47,14 +47,15 @@ def _function(method: Method) -> Callable[..., Image]:
         from medlens.segment.unet import segment_unet
 
         return segment_unet
-    return {
+    table: dict[Method, Callable[..., Image]] = {
         Method.otsu: classic.otsu,
         Method.multi_otsu: classic.multi_otsu,
         Method.threshold: classic.threshold,
         Method.region_grow: classic.region_grow,
         Method.confidence: classic.confidence_connected,
         Method.suv_threshold: classic.suv_threshold,
-    }[method]
+    }
+    return table[method]
 
 
 def _as_method(method: str) -> Method:
