@@ -51,8 +51,12 @@ def image_diagnostics(array: np.ndarray, spacing_mm: tuple[float, ...], stage: s
 def _bb(mask: np.ndarray) -> list[float]:
     if not mask.any():
         return [math.nan] * 3
-    idx = np.nonzero(mask)
-    return [float(idx[ax].max() - idx[ax].min() + 1) for ax in range(3)]
+    # per-axis projections instead of np.nonzero: no index arrays of the ROI size
+    out = []
+    for ax in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        out.append(float(hit[-1] - hit[0] + 1))
+    return out
 
 
 def roi_diagnostics(

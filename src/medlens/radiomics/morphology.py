@@ -78,15 +78,16 @@ def _mvee(points: np.ndarray, tol: float = 1e-4, max_iter: int = 1000) -> tuple[
     q = np.vstack([points.T, np.ones(n)])
     u = np.full(n, 1.0 / n)
     p = d + 1.0
+    qt = q.T
+    inf = np.inf
     for _ in range(max_iter):
-        x = q @ (u[:, None] * q.T)
+        x = q @ (u[:, None] * qt)
         try:
-            m = np.einsum("ij,ji->i", q.T, np.linalg.solve(x, q))
+            m = np.einsum("ij,ji->i", qt, np.linalg.solve(x, q))
         except np.linalg.LinAlgError:
             return None
-        j = int(np.argmax(m))
-        support = np.flatnonzero(u > 0)
-        k = int(support[np.argmin(m[support])])
+        j = int(m.argmax())
+        k = int(np.where(u > 0, m, inf).argmin())  # the first minimum over the support, as before
         up = (m[j] - p) / p
         down = (p - m[k]) / p
         if max(up, down) < tol:
