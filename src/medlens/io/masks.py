@@ -29,9 +29,9 @@ _LABEL_GRID_TOL_MM = 1e-3
 
 
 def _volume_suffix(path: Path) -> bool:
-    from medlens.io.volume_files import _suffix
+    from medlens.io.api import volume_suffix
 
-    return _suffix(path) is not None
+    return volume_suffix(path) is not None
 
 
 def _dicom_kinds(path: Path) -> dict[str, list[Path]]:
