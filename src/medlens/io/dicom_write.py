@@ -7,16 +7,14 @@ Pixels are stored as unsigned 16-bit values with ``RescaleIntercept = -1024`` an
 ``RescaleSlope = 1`` so that ``stored * slope + intercept`` gives Hounsfield units back exactly
 for integer HU in ``[-1024, 64511]``.
 
-Used by ``medlens demo`` to produce real DICOM series from synthetic volumes; a fallback
-RTSTRUCT writer (:func:`write_rtstruct_minimal`) lives here too, for when
-:mod:`medlens.io.rtstruct` is not available.
+Used by ``medlens demo`` to produce real DICOM series from synthetic volumes (their contours are
+written by :func:`medlens.io.rtstruct.write_rtstruct`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +24,11 @@ from medlens.core.atomic import atomic_path
 from medlens.core.errors import InputError
 from medlens.core.image import Image
 
-__all__ = ["write_ct_series", "write_rtstruct_minimal"]
+__all__ = ["write_ct_series"]
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
-_IMPL_UID = "1.2.826.0.1.3680043.10.1342.1"  # arbitrary implementation class UID (2.25-free, fixed)
+# Implementation Class UID: a fixed UUID-derived UID (PS3.5 B.2), under no one else's root.
+_IMPL_UID = "2.25.255001038622518776472730935234314768183"
 
 
 def _uid(*parts: object) -> str:
@@ -193,137 +191,3 @@ def write_ct_series(
             ds.save_as(tmp, enforce_file_format=True)
         files.append(target)
     return files
-
-
-def _mask_contours(mask: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """Closed planar contours of a boolean (z, y, x) mask: (slice, (n, 2) array of (y, x) indices)."""
-    from skimage import measure
-
-    out: list[tuple[int, np.ndarray]] = []
-    for k in range(mask.shape[0]):
-        sl = mask[k]
-        if not sl.any():
-            continue
-        padded = np.pad(sl.astype(np.float64), 1)
-        for c in measure.find_contours(padded, 0.5):
-            c = c - 1.0  # undo the padding
-            if len(c) >= 4:
-                out.append((k, c[:-1] if np.allclose(c[0], c[-1]) else c))
-    return out
-
-
-def write_rtstruct_minimal(
-    masks: Mapping[str, Image],
-    reference_dicom_files: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    uid_seed: str | None = None,
-) -> Path:
-    """Write boolean masks as an RT Structure Set (closed planar contours) referencing a CT series.
-
-    A fallback used only when :func:`medlens.io.rtstruct.write_rtstruct` is not available.
-    Contours are iso-lines at 0.5 of each slice of the mask (marching squares), so a voxel is
-    inside when its centre is inside the polygon, which is how rasterisers read them back.
-    """
-    import pydicom
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence as DSeq
-
-    if not masks:
-        raise InputError("write_rtstruct_minimal needs at least one mask")
-    refs = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in reference_dicom_files]
-    refs.sort(key=lambda d: int(d.InstanceNumber))
-    ref0 = refs[0]
-    seed = uid_seed if uid_seed is not None else os.urandom(16).hex()
-    sop_uid = _uid(seed, "rtstruct")
-    ds = Dataset()
-    ds.file_meta = _file_meta(RT_STRUCTURE_SET_STORAGE, sop_uid)
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
-    ds.SOPInstanceUID = sop_uid
-    for kw in (
-        "PatientName",
-        "PatientID",
-        "PatientBirthDate",
-        "PatientSex",
-        "StudyInstanceUID",
-        "StudyDate",
-        "StudyTime",
-        "StudyID",
-        "AccessionNumber",
-        "ReferringPhysicianName",
-    ):
-        setattr(ds, kw, getattr(ref0, kw, ""))
-    ds.Modality = "RTSTRUCT"
-    ds.Manufacturer = "MedLens synthetic"
-    ds.SeriesInstanceUID = _uid(seed, "rtseries")
-    ds.SeriesNumber = 2
-    ds.InstanceNumber = 1
-    ds.OperatorsName = ""
-    ds.FrameOfReferenceUID = ref0.FrameOfReferenceUID
-    ds.PositionReferenceIndicator = ""
-    ds.StructureSetLabel = "MEDLENS"
-    ds.StructureSetDate = getattr(ref0, "StudyDate", "20260101")
-    ds.StructureSetTime = getattr(ref0, "StudyTime", "120000")
-
-    contour_image_seq = []
-    for r in refs:
-        ci = Dataset()
-        ci.ReferencedSOPClassUID = r.SOPClassUID
-        ci.ReferencedSOPInstanceUID = r.SOPInstanceUID
-        contour_image_seq.append(ci)
-    rt_series = Dataset()
-    rt_series.SeriesInstanceUID = ref0.SeriesInstanceUID
-    rt_series.ContourImageSequence = DSeq(contour_image_seq)
-    rt_study = Dataset()
-    rt_study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (retired, customary)
-    rt_study.ReferencedSOPInstanceUID = ref0.StudyInstanceUID
-    rt_study.RTReferencedSeriesSequence = DSeq([rt_series])
-    ref_for = Dataset()
-    ref_for.FrameOfReferenceUID = ref0.FrameOfReferenceUID
-    ref_for.RTReferencedStudySequence = DSeq([rt_study])
-    ds.ReferencedFrameOfReferenceSequence = DSeq([ref_for])
-
-    roi_seq, contour_seq, obs_seq = [], [], []
-    for n, (name, mask) in enumerate(masks.items(), start=1):
-        if not mask.is_mask or mask.ndim != 3:
-            raise InputError(f"mask {name!r} must be a 3D boolean Image, got {mask!r}")
-        if len(refs) != mask.shape[0]:
-            raise InputError(f"mask {name!r} has {mask.shape[0]} slices but {len(refs)} reference files were given")
-        roi = Dataset()
-        roi.ROINumber = n
-        roi.ReferencedFrameOfReferenceUID = ref0.FrameOfReferenceUID
-        roi.ROIName = name
-        roi.ROIGenerationAlgorithm = "AUTOMATIC"
-        roi_seq.append(roi)
-        contours = []
-        for k, yx in _mask_contours(np.asarray(mask.array)):
-            idx = np.column_stack([np.full(len(yx), float(k)), yx])
-            pts = mask.index_to_world(idx)
-            c = Dataset()
-            img_ref = Dataset()
-            img_ref.ReferencedSOPClassUID = refs[k].SOPClassUID
-            img_ref.ReferencedSOPInstanceUID = refs[k].SOPInstanceUID
-            c.ContourImageSequence = DSeq([img_ref])
-            c.ContourGeometricType = "CLOSED_PLANAR"
-            c.NumberOfContourPoints = len(pts)
-            c.ContourData = [_ds_str(float(v)) for v in pts.ravel()]
-            contours.append(c)
-        rc = Dataset()
-        rc.ROIDisplayColor = [255, 0, 0]
-        rc.ReferencedROINumber = n
-        rc.ContourSequence = DSeq(contours)
-        contour_seq.append(rc)
-        obs = Dataset()
-        obs.ObservationNumber = n
-        obs.ReferencedROINumber = n
-        obs.RTROIInterpretedType = "GTV"
-        obs.ROIInterpreter = ""
-        obs_seq.append(obs)
-    ds.StructureSetROISequence = DSeq(roi_seq)
-    ds.ROIContourSequence = DSeq(contour_seq)
-    ds.RTROIObservationsSequence = DSeq(obs_seq)
-    target = Path(out)
-    with atomic_path(target) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
-    return target

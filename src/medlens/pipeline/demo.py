@@ -144,7 +144,6 @@ def generate_cohort(out_dir: str | os.PathLike[str], *, n_cases: int = 32, seed:
             {"nodule": img.with_array(nod, units=Units.MASK)},
             files,
             out / cid / "RTSTRUCT" / "rs.dcm",
-            uid_seed=f"medlens-demo-{seed}-{cid}",
         )
         rows.append({"patient_id": cid, "image": f"{cid}/CT", "mask": f"{cid}/RTSTRUCT", "outcome": int(outcome[i])})
         truth.append(
@@ -163,14 +162,9 @@ def generate_cohort(out_dir: str | os.PathLike[str], *, n_cases: int = 32, seed:
     return out
 
 
-def _write_rtstruct(masks: dict[str, Image], files: list[Path], target: Path, *, uid_seed: str) -> Path:
-    """RTSTRUCT via :func:`medlens.io.rtstruct.write_rtstruct` when available, else the minimal writer."""
-    try:
-        from medlens.io.rtstruct import write_rtstruct  # type: ignore[import-not-found]
-    except ImportError:
-        from medlens.io.dicom_write import write_rtstruct_minimal
+def _write_rtstruct(masks: dict[str, Image], files: list[Path], target: Path) -> Path:
+    from medlens.io.rtstruct import write_rtstruct
 
-        return write_rtstruct_minimal(masks, files, target, uid_seed=uid_seed)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_rtstruct(masks, [str(f) for f in files], target)
     return target
