@@ -197,13 +197,15 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     n = int(mask.sum())
     if n < 2:
         return math.nan, math.nan
-    idx = np.nonzero(mask)
-    sl = tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)
-    m = mask[sl].astype(np.float64)
-    x = np.where(mask[sl], values[sl], 0.0).astype(np.float64)
-    mu = float(x[m > 0].mean())
-    y = (x - mu) * m
-    shp = m.shape
+    sl = []
+    for ax in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        sl.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    msk = mask[tuple(sl)]
+    # only ROI voxels enter the sums: work on the vectors of ROI values (C order), not on box-sized copies
+    yv = np.asarray(values[tuple(sl)][msk], dtype=np.float64)
+    yv = yv - float(yv.mean())
+    shp = msk.shape
     # The kernel w(d) = 1/|d| is even in every axis, so a circular correlation of period L >= 2n-2
     # (even L) is exact: offsets d and d - L only coincide for d = n-1 = -(n-1) + L, where w is the
     # same. For an even kernel the DFT of its period-L even extension is real and equals the DCT-I of
@@ -235,24 +237,30 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     del kf_half
     inner = tuple(slice(0, s_) for s_ in shp)
 
-    def corr(a: np.ndarray, kernel_spectrum: np.ndarray) -> np.ndarray:
+    def corr(a: np.ndarray | None, kernel_spectrum: np.ndarray) -> np.ndarray:
+        """Correlation of the ROI indicator (``a is None``) or of ROI values ``a`` with the kernel, at ROI voxels."""
         padded = np.zeros(size, np.float32)
-        padded[inner] = a
+        box = padded[inner]
+        if a is None:
+            box[msk] = 1.0
+        else:
+            box[msk] = a
         spec = fft.rfftn(padded)
-        del padded
+        del padded, box
         spec *= kernel_spectrum  # in place: one spectrum-sized buffer per call
-        return np.asarray(fft.irfftn(spec, size)[inner], dtype=np.float64)
+        return np.asarray(fft.irfftn(spec, size)[inner][msk], dtype=np.float64)
 
-    km = corr(m, kf)
-    ky = corr(y, kf)
+    km = corr(None, kf)
+    ky = corr(yv, kf)
     del kf
-    w_sum = float(np.sum(m * km))
-    ss = float(np.sum(y**2))
+    w_sum = float(np.sum(km))
+    y2 = yv**2
+    ss = float(np.sum(y2))
     if ss <= 0 or w_sum <= 0:
         return math.nan, math.nan
-    cross = float(np.sum(y * ky))
+    cross = float(np.sum(yv * ky))
     moran = n / w_sum * cross / ss
-    geary_num = 2.0 * float(np.sum(y**2 * km)) - 2.0 * cross
+    geary_num = 2.0 * float(np.sum(y2 * km)) - 2.0 * cross
     geary = (n - 1) * geary_num / (2.0 * w_sum * ss)
     return float(moran), float(geary)
 
