@@ -211,13 +211,13 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     # same. For an even kernel the DFT of its period-L even extension is real and equals the DCT-I of
     # one octant (offsets 0..L/2, zero beyond n-1): ~1/8 of the work of a full forward FFT of the
     # kernel, and a real (not complex) spectrum, which halves its memory.
-    size = []
+    lengths = []
     for s_ in shp:
         n_fft = fft.next_fast_len(max(2 * s_ - 2, 2), real=True)
         while n_fft % 2:
             n_fft = fft.next_fast_len(n_fft + 1, real=True)
-        size.append(n_fft)
-    size = tuple(size)
+        lengths.append(n_fft)
+    size = tuple(lengths)
     # Single precision halves time and memory; the sums below are accumulated in float64 and the
     # result agrees with double precision to ~1e-7 relative on the IBSI phantom (far inside tolerance).
     octant = np.zeros(tuple(n_fft // 2 + 1 for n_fft in size), np.float32)
