@@ -202,28 +202,17 @@ def resample_to_reference(
     nd = image.ndim
     matrix = m[:nd, :nd]
     offset = m[:nd, 3]
-    if image.is_mask:
-        frac = ndimage.affine_transform(
-            image.array.astype(np.float64),
-            matrix,
-            offset=offset,
-            output_shape=reference.shape,
-            order=k,
-            mode="constant",
-            cval=0.0,
-            prefilter=k > 1,
-        )
-        out = np.round(frac, 9) >= threshold
-    else:
-        out = ndimage.affine_transform(
-            image.array.astype(np.float64),
-            matrix,
-            offset=offset,
-            output_shape=reference.shape,
-            order=k,
-            mode="constant",
-            cval=fill_value,
-            prefilter=k > 1,
-        )
+    values = ndimage.affine_transform(
+        image.array.astype(np.float64),
+        matrix,
+        offset=offset,
+        output_shape=reference.shape,
+        order=k,
+        mode="constant",
+        cval=0.0 if image.is_mask else fill_value,
+        prefilter=k > 1,
+    )
+    # masks: the IBSI rule, interpolate the 0/1 mask then threshold (rounded to absorb float noise)
+    out = np.round(values, 9) >= threshold if image.is_mask else values
     meta = image.meta.replace(history=(*image.meta.history, "resample_to_reference"))
     return Image(out, reference.affine, meta)
