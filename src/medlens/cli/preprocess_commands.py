@@ -22,14 +22,14 @@ def register(app: typer.Typer) -> None:
         roi: Annotated[str | None, typer.Option("--roi", help="ROI name inside an RTSTRUCT/SEG mask.")] = None,
     ) -> None:
         """Run a preprocessing recipe on an image and write the result."""
-        from medlens.io.api import read_image, read_mask, volume_suffix, write_image
+        from medlens.io.api import VOLUME_SUFFIXES, read_image, read_mask, volume_suffix, write_image
         from medlens.preprocess.recipe import Recipe
 
         rec = Recipe.from_yaml(recipe)  # validate before reading pixels
         if volume_suffix(out) is None:
             from medlens.core.errors import InputError
 
-            raise InputError(f"{out}: OUT must end in .nii, .nii.gz, .nrrd, .nhdr, .mha or .mhd")
+            raise InputError(f"{out}: OUT must end in one of {', '.join(VOLUME_SUFFIXES)}")
         image = read_image(inp)
         m = read_mask(mask, reference=image, roi=roi) if mask is not None else None
         result = rec.apply(image, mask=m)
