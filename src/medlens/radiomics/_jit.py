@@ -15,7 +15,7 @@ plain Python (slow; for debugging).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numba
 
@@ -26,4 +26,4 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def njit(fn: F) -> F:
     """Compile ``fn`` in nopython mode (cached on disk, releases the GIL, IEEE semantics kept)."""
-    return numba.njit(cache=True, nogil=True)(fn)  # type: ignore[no-any-return]
+    return cast(F, numba.njit(cache=True, nogil=True)(fn))
