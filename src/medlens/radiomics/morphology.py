@@ -5,8 +5,9 @@ zero-padded mask, in mm. Intensity-weighted features (centre-of-mass shift, inte
 intensity, Moran's I, Geary's C) read the intensity mask.
 
 Moran's I and Geary's C are exact: their double sums over voxel pairs with inverse-distance
-weights are correlations of the ROI with a ``1/distance`` kernel, evaluated with FFTs over the
-bounding box (O(M log M) instead of O(N^2)).
+weights are bilinear forms of the ROI with a ``1/distance`` kernel, evaluated by Parseval from
+three zero-padded FFTs over the bounding box (O(M log M) instead of O(N^2)). The minimum-volume
+enclosing ellipsoid is iterated to convergence (Khachiyan with drop steps, compiled).
 
 The oriented minimum bounding box (``morph_*_dens_ombb``) is APPROXIMATED: the smallest of the
 principal-axes box and the boxes with one face flush with a convex-hull face (minimum-area
@@ -65,42 +66,21 @@ def _ellipsoid_area(a: float, b: float, c: float) -> float:
     return 4.0 * math.pi * a * b * s
 
 
-def _mvee(points: np.ndarray, tol: float = 1e-4, max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray] | None:
+def _mvee(points: np.ndarray, tol: float = 1e-4, max_iter: int = 20000) -> tuple[np.ndarray, np.ndarray] | None:
     """Minimum-volume enclosing ellipsoid ``(x - c)^T A (x - c) <= 1`` (Khachiyan with Todd-Yildirim drop steps).
 
-    Each iteration either moves weight towards the point furthest outside the current ellipsoid
-    or away from the weighted point furthest inside it, which converges much faster than plain
-    Khachiyan. Stops when both excesses ``|m - d - 1| / (d + 1)`` are below ``tol``.
+    The weights come from the compiled :func:`medlens.radiomics._kernels.mvee_weights`; stops when both
+    excesses ``|m - d - 1| / (d + 1)`` are below ``tol`` or after ``max_iter`` iterations.
     """
+    from medlens.radiomics._kernels import mvee_weights
+
     n, d = points.shape
     if n <= d:
         return None
-    q = np.vstack([points.T, np.ones(n)])
-    u = np.full(n, 1.0 / n)
-    p = d + 1.0
-    qt = q.T
-    inf = np.inf
-    for _ in range(max_iter):
-        x = q @ (u[:, None] * qt)
-        try:
-            m = np.einsum("ij,ji->i", qt, np.linalg.solve(x, q))
-        except np.linalg.LinAlgError:
-            return None
-        j = int(m.argmax())
-        k = int(np.where(u > 0, m, inf).argmin())  # the first minimum over the support, as before
-        up = (m[j] - p) / p
-        down = (p - m[k]) / p
-        if max(up, down) < tol:
-            break
-        if up >= down:
-            step = (m[j] - p) / (p * (m[j] - 1.0))
-            u *= 1.0 - step
-            u[j] += step
-        else:
-            step = min((p - m[k]) / (p * (m[k] - 1.0)), u[k] / (1.0 - u[k]))
-            u *= 1.0 + step
-            u[k] -= step
-            u[k] = max(u[k], 0.0)
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    u, iterations = mvee_weights(points, float(tol), int(max_iter))
+    if iterations < 0:
+        return None
     c = points.T @ u
     cov = points.T @ (u[:, None] * points) - np.outer(c, c)
     try:
@@ -125,7 +105,6 @@ def _ombb(
     Only the ``max_normals`` directions with the largest total hull-face area are tried, which
     bounds the cost on finely tessellated hulls.
     """
-    from scipy.spatial import ConvexHull, QhullError
 
     centred = hull_points - hull_points.mean(axis=0)
     _, vecs = np.linalg.eigh(np.cov(centred.T))
@@ -142,31 +121,12 @@ def _ombb(
     normals, inverse = np.unique(np.round(unit, 6), axis=0, return_inverse=True)
     area_per_normal = np.bincount(inverse.ravel(), weights=face_areas, minlength=normals.shape[0])
     normals = normals[np.argsort(-area_per_normal)[:max_normals]]
-    for n in normals:
-        n = n / np.linalg.norm(n)
-        a = np.array([1.0, 0.0, 0.0]) if abs(n[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-        u = np.cross(n, a)
-        u /= np.linalg.norm(u)
-        w = np.cross(n, u)
-        h = centred @ n
-        height = float(h.max() - h.min())
-        p2 = np.stack([centred @ u, centred @ w], axis=1)
-        try:
-            ring = p2[ConvexHull(p2).vertices]
-        except QhullError:
-            continue
-        edges = np.roll(ring, -1, axis=0) - ring
-        lengths = np.linalg.norm(edges, axis=1)
-        d = edges[lengths > 0] / lengths[lengths > 0, None]
-        perp = np.stack([-d[:, 1], d[:, 0]], axis=1)
-        p_d = d @ ring.T
-        p_p = perp @ ring.T
-        ext_d = p_d.max(axis=1) - p_d.min(axis=1)
-        ext_p = p_p.max(axis=1) - p_p.min(axis=1)
-        k = int(np.argmin(ext_d * ext_p))
-        vol = float(ext_d[k] * ext_p[k] * height)
-        if vol < best[0]:
-            best = (vol, (float(ext_d[k]), float(ext_p[k]), height))
+    from medlens.radiomics._kernels import face_flush_boxes
+
+    normals = normals / np.linalg.norm(normals, axis=1, keepdims=True)
+    vol, e1, e2, height = face_flush_boxes(np.ascontiguousarray(centred, dtype=np.float64), normals)
+    if vol < best[0]:
+        best = (float(vol), (float(e1), float(e2), float(height)))
     return best[1]
 
 
@@ -231,36 +191,39 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     k[0, 0, 0] = 0.0  # no self-pair
     kf_half = fft.dctn(octant, type=1)
     del octant, k
-    # full (mirrored) spectrum on the rfftn grid: axis index f and L - f share a value
-    mirror = [np.minimum(np.arange(n_fft), n_fft - np.arange(n_fft)) for n_fft in size[:2]]
-    kf = kf_half[np.ix_(mirror[0], mirror[1], np.arange(size[2] // 2 + 1))]
-    del kf_half
-    inner = tuple(slice(0, s_) for s_ in shp)
+    # Only three sums over voxel pairs are needed, each a bilinear form <a, K * b> of ROI vectors. By
+    # Parseval it equals sum_f K_f Re(conj(A_f) B_f) / L over the spectrum (K is real and even), so three
+    # forward transforms and no inverse one give all of them; the compiled kernel reads K_f from the
+    # octant (frequencies f and L - f share a value) and accumulates in float64.
+    from medlens.radiomics._kernels import spectral_forms
 
-    def corr(a: np.ndarray | None, kernel_spectrum: np.ndarray) -> np.ndarray:
-        """Correlation of the ROI indicator (``a is None``) or of ROI values ``a`` with the kernel, at ROI voxels."""
-        padded = np.zeros(size, np.float32)
-        box = padded[inner]
-        if a is None:
-            box[msk] = 1.0
-        else:
-            box[msk] = a
-        spec = fft.rfftn(padded)
-        del padded, box
-        spec *= kernel_spectrum  # in place: one spectrum-sized buffer per call
-        return np.asarray(fft.irfftn(spec, size)[inner][msk], dtype=np.float64)
+    def spectrum(a: np.ndarray | None) -> np.ndarray:
+        """rfftn on the FFT grid of the ROI indicator (``a is None``) or of ROI values ``a`` (zero elsewhere).
 
-    km = corr(None, kf)
-    ky = corr(yv, kf)
-    del kf
-    w_sum = float(np.sum(km))
+        Axis by axis, transforming only the lines that can hold non-zero values (the box), with the
+        zero padding implied by ``n``: about 60 % of the work of a transform of the padded array.
+        """
+        box = np.zeros(shp, np.float32)
+        box[msk] = 1.0 if a is None else a
+        spec = fft.rfft(box, n=size[2], axis=2)
+        del box
+        spec = fft.fft(spec, n=size[1], axis=1, overwrite_x=True)
+        return np.asarray(fft.fft(spec, n=size[0], axis=0, overwrite_x=True))
+
     y2 = yv**2
+    f_ind = spectrum(None)
+    w_sum, sq = spectral_forms(kf_half, f_ind, spectrum(y2), size[0], size[1])
+    del f_ind
+    f_val = spectrum(yv)
+    cross, _ = spectral_forms(kf_half, f_val, f_val, size[0], size[1])
+    del f_val
+    norm = float(np.prod(size))
+    w_sum, sq, cross = w_sum / norm, sq / norm, cross / norm
     ss = float(np.sum(y2))
     if ss <= 0 or w_sum <= 0:
         return math.nan, math.nan
-    cross = float(np.sum(yv * ky))
     moran = n / w_sum * cross / ss
-    geary_num = 2.0 * float(np.sum(y2 * km)) - 2.0 * cross
+    geary_num = 2.0 * sq - 2.0 * cross
     geary = (n - 1) * geary_num / (2.0 * w_sum * ss)
     return float(moran), float(geary)
 
