@@ -143,3 +143,27 @@ def test_moran_geary_on_an_anisotropic_elongated_roi_match_pairs() -> None:
     mi_ref = x.size / w.sum() * (w * np.outer(y, y)).sum() / (y**2).sum()
     gc_ref = (x.size - 1) * (w * (x[:, None] - x[None]) ** 2).sum() / (2 * w.sum() * (y**2).sum())
     assert mi == pytest.approx(mi_ref, rel=1e-5, abs=1e-7) and gc == pytest.approx(gc_ref, rel=1e-5)
+
+
+def test_mask_moments_match_numpy() -> None:
+    from medlens.radiomics._kernels import mask_moments
+
+    rng = np.random.default_rng(11)
+    morph = rng.random((6, 7, 8)) > 0.5
+    inten = morph & (rng.random(morph.shape) > 0.3)
+    img = rng.normal(size=morph.shape) * 100.0 + 1000.0
+    sp = np.array([2.5, 0.7, 0.9])
+    n_m, mean_m, cov_m, n_i, v_sum, vp = mask_moments(img, morph, inten, sp)
+    pos_m = np.argwhere(morph) * sp
+    pos_i = np.argwhere(inten) * sp
+    vals = img[inten]
+    assert n_m == morph.sum() and n_i == inten.sum()
+    np.testing.assert_allclose(mean_m, pos_m.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(cov_m, np.cov(pos_m.T), rtol=1e-10)
+    assert v_sum == pytest.approx(vals.sum(), rel=1e-12)
+    np.testing.assert_allclose(vp, (pos_i * vals[:, None]).sum(axis=0), rtol=1e-12)
+    # one voxel: mean defined, covariance undefined
+    one = np.zeros((2, 2, 2), bool)
+    one[1, 0, 1] = True
+    n1, m1, c1, *_ = mask_moments(img[:2, :2, :2].copy(), one, one, sp)
+    assert n1 == 1 and np.allclose(m1, [2.5, 0.0, 0.9]) and np.isnan(c1).all()

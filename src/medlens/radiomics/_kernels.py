@@ -243,3 +243,61 @@ def face_flush_boxes(centred: np.ndarray, normals: np.ndarray) -> tuple[float, f
             if vol < best[0]:
                 best = (vol, dmax - dmin, pmax - pmin, height)
     return best
+
+
+@njit
+def mask_moments(
+    image: np.ndarray, morph_mask: np.ndarray, int_mask: np.ndarray, spacing: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray, int, float, np.ndarray]:
+    """One pass over a 3D box: voxel-position moments of the morphological mask and intensity moments.
+
+    Returns ``(n_morph, mean_pos (3,), cov_pos (3, 3) with ddof 1, n_int, sum of intensities,
+    intensity-weighted position sum (3,))``; positions are voxel centres in mm (index times spacing).
+    Sums are taken about the first voxel found (shifted data) so the covariance keeps its precision.
+    """
+    nz, ny, nx = morph_mask.shape
+    n_m = 0
+    ref = np.zeros(3)
+    s1 = np.zeros(3)
+    s2 = np.zeros((3, 3))
+    n_i = 0
+    v_sum = 0.0
+    vp = np.zeros(3)
+    pos = np.empty(3)
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                inm = morph_mask[z, y, x]
+                ini = int_mask[z, y, x]
+                if not (inm or ini):
+                    continue
+                pos[0] = z * spacing[0]
+                pos[1] = y * spacing[1]
+                pos[2] = x * spacing[2]
+                if inm:
+                    if n_m == 0:
+                        ref[:] = pos
+                    n_m += 1
+                    for a in range(3):
+                        da = pos[a] - ref[a]
+                        s1[a] += da
+                        for b in range(a, 3):
+                            s2[a, b] += da * (pos[b] - ref[b])
+                if ini:
+                    v = image[z, y, x]
+                    n_i += 1
+                    v_sum += v
+                    for a in range(3):
+                        vp[a] += v * pos[a]
+    mean = np.zeros(3)
+    cov = np.full((3, 3), np.nan)
+    if n_m > 0:
+        for a in range(3):
+            mean[a] = ref[a] + s1[a] / n_m
+    if n_m > 1:
+        for a in range(3):
+            for b in range(a, 3):
+                c = (s2[a, b] - s1[a] * s1[b] / n_m) / (n_m - 1)
+                cov[a, b] = c
+                cov[b, a] = c
+    return n_m, mean, cov, n_i, v_sum, vp

@@ -254,23 +254,29 @@ def morphology_features(
     out["morph_sphericity"] = _div(sph, area)
     out["morph_asphericity"] = _div(area**3, 36.0 * math.pi * vol**2) ** (1.0 / 3.0) - 1.0
 
-    spv = np.asarray(sp)
-    # positions (mm) from the bounding box of the morphological mask (the intensity mask lies inside it)
-    bidx = np.nonzero(morph_mask)
-    lo = np.array([int(i.min()) for i in bidx])
-    box = tuple(slice(int(a), int(i.max()) + 1) for a, i in zip(lo, bidx))
-    pos_m = np.stack(bidx, axis=1) * spv
-    pos_i = (np.argwhere(int_mask[box]) + lo) * spv
-    vals = image[box][int_mask[box]]
-    if pos_i.shape[0] and float(vals.sum()) != 0:
-        com_i = (pos_i * vals[:, None]).sum(axis=0) / float(vals.sum())
-        out["morph_com"] = float(np.linalg.norm(pos_m.mean(axis=0) - com_i))
-    if vals.size:
-        out["morph_integ_int"] = vol * float(vals.mean())
+    from medlens.radiomics._kernels import mask_moments
+
+    # bounding box of the morphological mask (the intensity mask lies inside it)
+    box = []
+    for ax in range(morph_mask.ndim):
+        hit = np.flatnonzero(morph_mask.any(axis=tuple(a for a in range(morph_mask.ndim) if a != ax)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    box_t = tuple(box)
+    # positions (mm) in the box frame: the centre-of-mass shift and the PCA do not depend on the origin
+    n_m, mean_m, cov_m, n_i, v_sum, vp = mask_moments(
+        np.ascontiguousarray(image[box_t], dtype=np.float64),
+        np.ascontiguousarray(morph_mask[box_t]),
+        np.ascontiguousarray(int_mask[box_t]),
+        np.asarray(sp, dtype=np.float64),
+    )
+    if n_i and v_sum != 0:
+        out["morph_com"] = float(np.linalg.norm(mean_m - vp / v_sum))
+    if n_i:
+        out["morph_integ_int"] = vol * v_sum / n_i
 
     # PCA of the morphological-mask voxel positions
-    if pos_m.shape[0] >= 2:
-        lam = np.sort(np.linalg.eigvalsh(np.cov(pos_m.T)))[::-1]
+    if n_m >= 2:
+        lam = np.sort(np.linalg.eigvalsh(cov_m))[::-1]
         lam = np.clip(lam, 0.0, None)
         out["morph_pca_maj_axis"] = 4.0 * math.sqrt(lam[0])
         out["morph_pca_min_axis"] = 4.0 * math.sqrt(lam[1])
@@ -310,7 +316,7 @@ def morphology_features(
                 out["morph_vol_dens_mvee"] = _div(vol, 4.0 * math.pi * float(np.prod(semi)) / 3.0)
                 out["morph_area_dens_mvee"] = _div(area, _ellipsoid_area(*(float(s) for s in semi)))
 
-    mi, gc = moran_geary(image[box], int_mask[box], sp)
+    mi, gc = moran_geary(image[box_t], int_mask[box_t], sp)
     out["morph_moran_i"] = mi
     out["morph_geary_c"] = gc
     return out
