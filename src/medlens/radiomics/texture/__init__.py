@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from medlens.core.errors import InputError
-from medlens.radiomics.texture._common import bbox, setting
+from medlens.radiomics.texture import glcm as _glcm
+from medlens.radiomics.texture import gldzm as _gldzm
+from medlens.radiomics.texture import glrlm as _glrlm
+from medlens.radiomics.texture import glszm as _glszm
+from medlens.radiomics.texture import ngldm as _ngldm
+from medlens.radiomics.texture import ngtdm as _ngtdm
+from medlens.radiomics.texture._common import bbox, dims_of, interior, pad_crop, setting
 from medlens.radiomics.texture.glcm import glcm_features, glcm_matrices
 from medlens.radiomics.texture.gldzm import gldzm_features, gldzm_matrices
 from medlens.radiomics.texture.glrlm import glrlm_features, glrlm_matrices
@@ -102,7 +108,7 @@ def compute_texture_features(
                 f"texture: grey levels inside the ROI span {int(vals.min())}..{int(vals.max())}, "
                 f"expected 1..{n_levels}; discretise the image first"
             )
-    dims = tuple(setting(settings, "dims"))
+    dims = dims_of(setting(settings, "dims"))
     families = tuple(setting(settings, "families"))
     bad = [f for f in families if f not in _FAMILIES]
     if bad:
@@ -110,35 +116,51 @@ def compute_texture_features(
     if not roi.any():
         warnings.warn("texture: the ROI is empty; no texture features", _warning_category(), stacklevel=2)
         return {}
-    # everything below works on the bounding box of both masks (GLDZM needs the whole morphological mask)
-    sl = bbox(roi if morph_roi is None else roi | np.asarray(morph_roi, dtype=bool))
-    roi = roi[sl]
-    morph_roi = None if morph_roi is None else np.asarray(morph_roi, dtype=bool)[sl]
-    g = np.where(roi, grey[sl], 0).astype(np.int64)
+    if grey.ndim == 2:  # a 2D image is one slice
+        grey, roi = grey[None], roi[None]
+        morph_roi = None if morph_roi is None else np.asarray(morph_roi)[None]
+    if grey.ndim != 3:
+        raise InputError(f"texture: grey must be 2D (y, x) or 3D (z, y, x), got shape {grey.shape}")
+    # everything below works on the bounding box of both masks (GLDZM needs the whole morphological mask),
+    # zero-padded by the widest neighbourhood reach, as the compiled kernels expect (one copy for all families)
+    glcm_d = int(setting(settings, "glcm_distance"))
+    ngtdm_d = int(setting(settings, "ngtdm_distance"))
+    ngldm_d = int(setting(settings, "ngldm_distance"))
+    pad = max(1, abs(glcm_d), abs(ngtdm_d), abs(ngldm_d))
+    morph = None if morph_roi is None else np.asarray(morph_roi, dtype=bool)
+    box = bbox(roi if morph is None else roi | morph)
+    gp = pad_crop(grey, roi, box, pad)
+    roi = roi[box]
+    mm = np.ascontiguousarray(roi if morph is None else morph[box])
+    # the families other than GLDZM work on the intensity ROI's own bounding box (their per-slice matrices
+    # cover its slices): usually the same box, and then the same array
+    box_roi = bbox(roi)
+    same = all(s.start == 0 and s.stop == n for s, n in zip(box_roi, roi.shape, strict=True))
+    gp_roi = gp if same else pad_crop(interior(gp, pad), roi, box_roi, pad)
     out: dict[str, float] = {}
     zone_cache: dict = {}  # zones labelled once for GLSZM and GLDZM
     with np.errstate(all="ignore"):
         if "glcm" in families:
             out.update(
-                glcm_features(
-                    g,
-                    roi,
+                _glcm._features(
+                    gp_roi,
+                    pad,
                     n_levels=n_levels,
                     dims=dims,
-                    distance=int(setting(settings, "glcm_distance")),
+                    distance=glcm_d,
                     symmetric=bool(setting(settings, "glcm_symmetric")),
                 )
             )
         if "glrlm" in families:
-            out.update(glrlm_features(g, roi, n_levels=n_levels, dims=dims))
+            out.update(_glrlm._features(gp_roi, pad, n_levels=n_levels, dims=dims))
         if "glszm" in families:
-            out.update(glszm_features(g, roi, n_levels=n_levels, dims=dims, zone_cache=zone_cache))
+            out.update(_glszm._features(gp_roi, pad, n_levels=n_levels, dims=dims, zone_cache=zone_cache))
         if "gldzm" in families:
             out.update(
-                gldzm_features(
-                    g,
-                    roi,
-                    morph_roi,
+                _gldzm._features(
+                    gp,
+                    pad,
+                    mm,
                     n_levels=n_levels,
                     dims=dims,
                     metric=str(setting(settings, "gldzm_distance_metric")),
@@ -146,17 +168,15 @@ def compute_texture_features(
                 )
             )
         if "ngtdm" in families:
-            out.update(
-                ngtdm_features(g, roi, n_levels=n_levels, dims=dims, distance=int(setting(settings, "ngtdm_distance")))
-            )
+            out.update(_ngtdm._features(gp_roi, pad, n_levels=n_levels, dims=dims, distance=ngtdm_d))
         if "ngldm" in families:
             out.update(
-                ngldm_features(
-                    g,
-                    roi,
+                _ngldm._features(
+                    gp_roi,
+                    pad,
                     n_levels=n_levels,
                     dims=dims,
-                    distance=int(setting(settings, "ngldm_distance")),
+                    distance=ngldm_d,
                     alpha=int(setting(settings, "ngldm_alpha")),
                 )
             )
@@ -165,7 +185,7 @@ def compute_texture_features(
         n_nan = sum(1 for v in out.values() if not np.isfinite(v))
         warnings.warn(
             f"texture: {n_nan} feature(s) are NaN in {', '.join(nan_fam)} (ROI of {int(roi.sum())} voxel(s) with "
-            f"{len(np.unique(g[roi]))} grey level(s): too few voxel pairs or no grey-level variation)",
+            f"{len(np.unique(interior(gp, pad)[roi]))} grey level(s): too few voxel pairs or no grey-level variation)",
             _warning_category(),
             stacklevel=2,
         )

@@ -10,11 +10,15 @@ import numpy as np
 __all__ = [
     "as3d",
     "bbox",
+    "check_levels",
+    "crop_levels",
     "crop_pad",
     "dims_of",
     "directions",
+    "interior",
     "nanmean_rows",
     "neighbourhood",
+    "pad_crop",
     "setting",
     "zone_features",
 ]
@@ -82,6 +86,55 @@ def crop_pad(grey: np.ndarray, roi: np.ndarray, pad: int, *extra: np.ndarray) ->
     for e in extra:
         out.append(np.pad(np.asarray(e)[sl], pad))
     return tuple(out)
+
+
+def crop_levels(grey: np.ndarray, roi: np.ndarray, n_levels: int, *, pad: int, family: str) -> np.ndarray:
+    """``grey`` (3D, or 2D as one slice) cropped to the bounding box of ``roi`` and zero-padded by ``pad``.
+
+    Returns a C-contiguous int64 (z, y, x) array with 0 outside the ROI, the input of the compiled kernels.
+    Raises :class:`~medlens.core.errors.InputError` for an empty ROI or levels outside 0..``n_levels`` inside it
+    (0 inside the ROI counts as outside, as before).
+    """
+    from medlens.core.errors import InputError
+
+    grey, roi = as3d(grey, roi)
+    if not roi.any():
+        raise InputError(f"texture {family}: the ROI is empty; give a mask with at least one voxel")
+    gp = pad_crop(grey, roi, bbox(roi), pad)
+    check_levels(gp, n_levels, family=family)
+    return gp
+
+
+def pad_crop(grey: np.ndarray, roi: np.ndarray, box: tuple[slice, ...], pad: int) -> np.ndarray:
+    """``grey[box]`` with 0 outside ``roi[box]``, zero-padded by ``pad`` voxels per side: C-contiguous int64.
+
+    One copy, no temporaries; float levels are truncated as by ``astype``.
+    """
+    shape = tuple(s.stop - s.start for s in box)
+    out = np.zeros(tuple(n + 2 * pad for n in shape), dtype=np.int64)
+    inner = out[tuple(slice(pad, pad + n) for n in shape)]
+    np.copyto(inner, grey[box], casting="unsafe", where=roi[box])
+    return out
+
+
+def interior(gp: np.ndarray, pad: int) -> np.ndarray:
+    """The unpadded view of an array padded by ``pad`` voxels per side."""
+    return gp[tuple(slice(pad, n - pad) for n in gp.shape)]
+
+
+def check_levels(g: np.ndarray, n_levels: int, *, family: str) -> None:
+    """Raise :class:`~medlens.core.errors.InputError` unless every value of ``g`` is in 0..``n_levels``."""
+    from medlens.core.errors import InputError
+
+    if int(n_levels) < 1:
+        raise InputError(f"texture {family}: n_levels must be >= 1, got {n_levels}")
+    lo, hi = (int(g.min()), int(g.max())) if g.size else (0, 0)
+    if lo < 0 or hi > n_levels:
+        found = f"{hi} (above n_levels)" if hi > n_levels else f"{lo} (negative)"
+        raise InputError(
+            f"texture {family}: grey levels inside the ROI must be 1..{n_levels}, found {found}; "
+            "discretise the image first (or raise n_levels)"
+        )
 
 
 def directions(three_d: bool) -> list[tuple[int, int, int]]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from medlens.radiomics.texture._common import as3d, crop_pad, dims_of, directions
+from medlens.radiomics.texture._common import crop_levels, dims_of, directions
 
 __all__ = ["GLCM_FEATURES", "glcm_feature_batch", "glcm_features", "glcm_matrices"]
 
@@ -17,21 +17,25 @@ GLCM_FEATURES = (
 ).split()
 
 
-def _pair_counts(g: np.ndarray, offsets: list[tuple[int, int, int]], n_levels: int, symmetric: bool) -> np.ndarray:
-    """Counts per (slice, offset) as an array (nz, n_offsets, Ng, Ng); ``g`` is padded by the largest offset."""
-    nz, ny, nx = g.shape
-    flat = g.ravel()
-    idx = np.flatnonzero(flat)
-    a = flat[idx] - 1
-    z = idx // (ny * nx)
-    ng2 = n_levels * n_levels
-    out = np.zeros((nz, len(offsets), n_levels, n_levels), dtype=np.int64)
-    for k, (dz, dy, dx) in enumerate(offsets):
-        nb = flat[idx + (dz * ny + dy) * nx + dx]
-        ok = nb > 0
-        key = z[ok] * ng2 + a[ok] * n_levels + (nb[ok] - 1)
-        m = np.bincount(key, minlength=nz * ng2).reshape(nz, n_levels, n_levels)
-        out[:, k] = m + m.transpose(0, 2, 1) if symmetric else m
+def _counts(
+    gp: np.ndarray, pad: int, *, n_levels: int, want2d: bool, want3d: bool, distance: int, symmetric: bool
+) -> dict[str, np.ndarray]:
+    """Co-occurrence counts of a prepared grey array (:func:`crop_levels`, ``pad`` >= ``distance``): one compiled
+    pass for all directions."""
+    from medlens.radiomics.texture._kernels import glcm_counts
+
+    d2 = directions(False)
+    dirs = directions(True) if want3d else d2
+    offsets = np.array([(distance * a, distance * b, distance * c) for a, b, c in dirs], dtype=np.int64)
+    plane = np.array([d2.index(d) if d[0] == 0 else -1 for d in dirs], dtype=np.int64)
+    m2 = np.zeros((gp.shape[0] - 2 * pad if want2d else 0, len(d2), n_levels, n_levels), dtype=np.int64)
+    m3 = np.zeros((len(dirs) if want3d else 0, n_levels, n_levels), dtype=np.int64)
+    glcm_counts(gp, pad, offsets, plane, m2, m3, bool(symmetric))
+    out: dict[str, np.ndarray] = {}
+    if want2d:
+        out["2D"] = m2
+    if want3d:
+        out["3D"] = m3
     return out
 
 
@@ -56,34 +60,18 @@ def glcm_matrices(
         Number of grey levels Ng (matrix size).
     dims
         ``"2D"`` gives ``out["2D"]`` with shape (n_slices, 4, Ng, Ng) over the ROI bounding-box slices and the
-        4 in-plane directions; ``"3D"`` gives ``out["3D"]`` with shape (13, Ng, Ng).
+        4 in-plane directions (always returned); ``"3D"`` gives ``out["3D"]`` with shape (13, Ng, Ng).
     distance
         Chebyshev distance (voxels) between paired voxels.
     symmetric
         Count each pair in both orders.
     """
     dims = dims_of(dims)
-    grey, roi = as3d(grey, roi)
-    g = crop_pad(grey, roi, distance)[0]
-    out: dict[str, np.ndarray] = {}
-    d2 = [(distance * a, distance * b, distance * c) for a, b, c in directions(False)]
-    d3 = [(distance * a, distance * b, distance * c) for a, b, c in directions(True)]
-    in_plane = _pair_counts(g, d2, n_levels, symmetric)  # (nz_pad, 4, Ng, Ng), also the in-plane 3D directions
-    out["2D"] = in_plane[distance:-distance] if distance else in_plane
-    if "3D" in dims:
-        rest = [d for d in d3 if d[0] != 0]
-        other = _pair_counts(g, rest, n_levels, symmetric).sum(axis=0)
-        m3 = np.zeros((len(d3), n_levels, n_levels), dtype=np.int64)
-        plane_sum = in_plane.sum(axis=0)
-        j = 0
-        for k, d in enumerate(d3):
-            if d[0] == 0:
-                m3[k] = plane_sum[d2.index(d)]
-            else:
-                m3[k] = other[j]
-                j += 1
-        out["3D"] = m3
-    return out
+    pad = abs(int(distance))
+    gp = crop_levels(grey, roi, int(n_levels), pad=pad, family="glcm")
+    return _counts(
+        gp, pad, n_levels=int(n_levels), want2d=True, want3d="3D" in dims, distance=int(distance), symmetric=symmetric
+    )
 
 
 def glcm_feature_batch(counts: np.ndarray) -> np.ndarray:
@@ -180,8 +168,17 @@ def glcm_features(
     symmetric: bool = True,
 ) -> dict[str, float]:
     """GLCM features keyed by IBSI tag (``cm_<name>_<2D|2_5D|3D>_<avg|comb>``)."""
-    dims = dims_of(dims)
-    m = glcm_matrices(grey, roi, n_levels=n_levels, dims=dims, distance=distance, symmetric=symmetric)
+    pad = abs(int(distance))
+    gp = crop_levels(grey, roi, int(n_levels), pad=pad, family="glcm")
+    return _features(gp, pad, n_levels=int(n_levels), dims=dims_of(dims), distance=int(distance), symmetric=symmetric)
+
+
+def _features(
+    gp: np.ndarray, pad: int, *, n_levels: int, dims: tuple[str, ...], distance: int, symmetric: bool
+) -> dict[str, float]:
+    """:func:`glcm_features` of a prepared grey array (:func:`crop_levels`, ``pad`` >= ``distance``)."""
+    want2d = "2D" in dims or "2_5D" in dims
+    m = _counts(gp, pad, n_levels=n_levels, want2d=want2d, want3d="3D" in dims, distance=distance, symmetric=symmetric)
     out: dict[str, np.ndarray] = {}
     if "2D" in dims:
         s = m["2D"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from medlens.radiomics.texture._common import as3d, crop_pad, dims_of, directions, zone_features
+from medlens.radiomics.texture._common import crop_levels, dims_of, directions, zone_features
 
 __all__ = ["RLM_NAMES", "glrlm_features", "glrlm_matrices"]
 
@@ -17,42 +17,39 @@ RLM_NAMES = {
 }  # fmt: skip
 
 
-def _runs(
-    g: np.ndarray, coords: tuple[np.ndarray, ...], lev: np.ndarray, d: tuple[int, int, int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs along direction ``d``: (level 1..Ng, length, slice index) per run.
+_ONE_PASS_BYTES = 256 * 2**20  # above this, count runs in two passes (longest run first) to bound the memory
 
-    The ROI voxels (``coords`` into ``g``, levels ``lev``) are scattered into a sheared array whose last axis
-    runs along ``d`` and whose other axes index the lines, each line padded by one empty cell at both ends;
-    runs then are the stretches of equal non-zero values in that array's flat order (no sorting).
+
+def _counts(gp: np.ndarray, pad: int, *, n_levels: int, want2d: bool, want3d: bool) -> dict[str, np.ndarray]:
+    """Run-length counts of a prepared grey array (:func:`crop_levels`, ``pad`` >= 1), every line walked once.
+
+    The run-length axis has one column per length up to the longest run over the computed directions (13 with
+    ``want3d``, else the 4 in-plane ones), as for :func:`glrlm_matrices`. The counts go into matrices as wide as
+    the longest line through the array, trimmed afterwards; when those would take more than ``_ONE_PASS_BYTES``
+    a first pass finds the longest run instead.
     """
-    a = next(k for k in range(3) if d[k] != 0)  # d[a] == 1 for the directions of ``directions``
-    others = [k for k in range(3) if k != a]
-    ext = g.shape
-    idx = []
-    dims = []
-    for k in others:
-        if d[k] == 1:
-            idx.append(coords[k] - coords[a] + ext[a] - 1)
-            dims.append(ext[k] + ext[a] - 1)
-        elif d[k] == -1:
-            idx.append(coords[k] + coords[a])
-            dims.append(ext[k] + ext[a] - 1)
-        else:
-            idx.append(coords[k])
-            dims.append(ext[k])
-    tlen = ext[a] + 2
-    dtype = np.uint8 if lev.max(initial=0) < 256 else np.int32
-    sheared = np.zeros((dims[0], dims[1], tlen), dtype=dtype)
-    sheared[idx[0], idx[1], coords[a] + 1] = lev
-    flat = sheared.ravel()
-    pos = np.flatnonzero(flat)
-    val = flat[pos]
-    start = pos[flat[pos - 1] != val]
-    end = pos[flat[pos + 1] != val]
-    # the slice (z) index of an in-plane run is the first line axis
-    z = start // (dims[1] * tlen) if d[0] == 0 else np.zeros(start.size, dtype=np.int64)
-    return flat[start].astype(np.int64), end - start + 1, z
+    from medlens.radiomics.texture._kernels import glrlm_counts, glrlm_max_run
+
+    d2 = directions(False)
+    dirs = directions(True) if want3d else d2
+    unit = np.array(dirs, dtype=np.int64)
+    plane = np.array([d2.index(d) if d[0] == 0 else -1 for d in dirs], dtype=np.int64)
+    nz = gp.shape[0] - 2 * pad
+    n2 = nz * len(d2) if want2d else 0
+    n3 = len(dirs) if want3d else 0
+    width = max(gp.shape) - 2 * pad  # no run is longer than the array's longest side
+    exact = (n2 + n3) * n_levels * width * 8 > _ONE_PASS_BYTES
+    if exact:
+        width = max(int(glrlm_max_run(gp, pad, unit)), 1)
+    m2 = np.zeros((nz if want2d else 0, len(d2), n_levels, width), dtype=np.int64)
+    m3 = np.zeros((n3, n_levels, width), dtype=np.int64)
+    lmax = max(int(glrlm_counts(gp, pad, unit, plane, m2, m3)), 1)
+    out: dict[str, np.ndarray] = {}
+    if want2d:
+        out["2D"] = m2 if lmax == width else np.ascontiguousarray(m2[..., :lmax])
+    if want3d:
+        out["3D"] = m3 if lmax == width else np.ascontiguousarray(m3[..., :lmax])
+    return out
 
 
 def glrlm_matrices(
@@ -60,33 +57,12 @@ def glrlm_matrices(
 ) -> dict[str, np.ndarray]:
     """Raw run-length counts.
 
-    ``out["2D"]``: (n_slices, 4, Ng, Lmax) per bounding-box slice and in-plane direction;
+    ``out["2D"]``: (n_slices, 4, Ng, Lmax) per bounding-box slice and in-plane direction (always returned);
     ``out["3D"]``: (13, Ng, Lmax). Column j holds runs of length j+1.
     """
     dims = dims_of(dims)
-    grey, roi = as3d(grey, roi)
-    g = crop_pad(grey, roi, 1)[0]
-    nz = g.shape[0]
-    want3 = "3D" in dims
-    dirs = directions(True) if want3 else directions(False)
-    coords = np.nonzero(g)
-    lev = g[coords]
-    runs = [_runs(g, coords, lev, d) for d in dirs]
-    lmax = max([int(r[1].max()) for r in runs if r[1].size] or [1])
-    out: dict[str, np.ndarray] = {}
-    d2 = [k for k, d in enumerate(dirs) if d[0] == 0]
-    m2 = np.zeros((nz, len(d2), n_levels, lmax), dtype=np.int64)
-    for q, k in enumerate(d2):
-        lev, ln, z = runs[k]
-        key = (z * n_levels + lev - 1) * lmax + ln - 1
-        m2[:, q] = np.bincount(key, minlength=nz * n_levels * lmax).reshape(nz, n_levels, lmax)
-    out["2D"] = m2[1:-1]
-    if want3:
-        m3 = np.zeros((len(dirs), n_levels, lmax), dtype=np.int64)
-        for k, (lev, ln, _) in enumerate(runs):
-            m3[k] = np.bincount((lev - 1) * lmax + ln - 1, minlength=n_levels * lmax).reshape(n_levels, lmax)
-        out["3D"] = m3
-    return out
+    gp = crop_levels(grey, roi, int(n_levels), pad=1, family="glrlm")
+    return _counts(gp, 1, n_levels=int(n_levels), want2d=True, want3d="3D" in dims)
 
 
 def _feat(m: np.ndarray) -> dict[str, float]:
@@ -102,14 +78,20 @@ def _mean(ms: list[np.ndarray]) -> dict[str, float]:
 
 def glrlm_features(grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("3D",)) -> dict[str, float]:
     """GLRLM features keyed by IBSI tag (``rlm_<name>_<2D|2_5D|3D>_<avg|comb>``)."""
-    dims = dims_of(dims)
-    m = glrlm_matrices(grey, roi, n_levels=n_levels, dims=dims)
+    gp = crop_levels(grey, roi, int(n_levels), pad=1, family="glrlm")
+    return _features(gp, 1, n_levels=int(n_levels), dims=dims_of(dims))
+
+
+def _features(gp: np.ndarray, pad: int, *, n_levels: int, dims: tuple[str, ...]) -> dict[str, float]:
+    """:func:`glrlm_features` of a prepared grey array (:func:`crop_levels`, ``pad`` >= 1)."""
+    m = _counts(gp, pad, n_levels=n_levels, want2d="2D" in dims or "2_5D" in dims, want3d="3D" in dims)
     out: dict[str, dict[str, float]] = {}
-    s = m["2D"]
     if "2D" in dims:
+        s = m["2D"]
         out["2D_avg"] = _mean([s[z, k] for z in range(s.shape[0]) for k in range(s.shape[1])])
         out["2D_comb"] = _mean([s[z].sum(axis=0) for z in range(s.shape[0])])
     if "2_5D" in dims:
+        s = m["2D"]
         out["2_5D_avg"] = _mean([s[:, k].sum(axis=0) for k in range(s.shape[1])])
         out["2_5D_comb"] = _mean([s.sum(axis=(0, 1))])
     if "3D" in dims:

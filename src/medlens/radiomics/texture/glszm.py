@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse import csgraph
 
-from medlens.radiomics.texture._common import as3d, crop_pad, dims_of, directions, nanmean_rows, zone_features
+from medlens.core.errors import InputError
+from medlens.radiomics.texture._common import crop_levels, dims_of, interior, nanmean_rows, pad_crop, zone_features
 
 __all__ = ["SZM_NAMES", "glszm_features", "glszm_matrices", "label_zones"]
 
@@ -19,58 +18,53 @@ SZM_NAMES = {
 }  # fmt: skip
 
 
+def _zones(
+    gp: np.ndarray, pad: int, three_d: bool, cache: dict | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(labels on ``gp``'s grid, level, size, first voxel's slice) of the zones of a prepared grey array.
+
+    ``gp`` comes from :func:`crop_levels` (``pad`` >= 1); see :func:`label_zones`. The slice index is that of the
+    unpadded array.
+    """
+    key = (bool(three_d), gp.shape, pad)
+    if cache is not None and key in cache:
+        return cache[key]  # type: ignore[no-any-return]
+    from medlens.radiomics.texture._kernels import label_zones_kernel
+
+    labels, level, size, first = label_zones_kernel(gp, pad, bool(three_d))
+    res = (labels, level, size, first // (gp.shape[1] * gp.shape[2]) - pad)
+    if cache is not None:
+        cache[key] = res
+    return res
+
+
 def label_zones(
     g: np.ndarray, n_levels: int, three_d: bool, cache: dict | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Label connected zones of equal level in ``g`` (0 = outside ROI).
+    """Label connected zones of equal level in ``g`` (z, y, x) (values <= 0 = outside the ROI).
 
-    2D zones are 8-connected within a slice, 3D zones 26-connected. One connected-components pass over the
-    graph linking equal-level neighbours (all levels at once). Returns the label array (0 outside, 1..n), the
-    level of each zone and its size (arrays of length n + 1, entry 0 unused). ``cache`` (a dict shared by
-    GLSZM and GLDZM within one extraction, for the same grey array) avoids labelling twice.
+    2D zones are 8-connected within a slice, 3D zones 26-connected. One compiled flood-fill pass over all levels
+    at once; zones are numbered in raster order of their first voxel. Returns the label array (0 outside, 1..n),
+    the level of each zone and its size (arrays of length n + 1, entry 0 unused). ``cache`` (a dict shared by
+    GLSZM and GLDZM within one extraction, for the same grey array) avoids labelling twice. ``n_levels`` is not
+    needed for labelling; it is accepted for the shared interface.
     """
-    key = (three_d, g.shape)
-    if cache is not None and key in cache:
-        return cache[key]  # type: ignore[no-any-return]
-    gp = np.pad(g, 1)
-    _, ny, nx = gp.shape
-    flat = gp.ravel()
-    idx = np.flatnonzero(flat)
-    lev = flat[idx]
-    node = np.full(flat.size, -1, dtype=np.int64)
-    node[idx] = np.arange(idx.size)
-    rows, cols = [], []
-    for dz, dy, dx in directions(three_d):
-        nb = idx + (dz * ny + dy) * nx + dx
-        same = flat[nb] == lev
-        rows.append(np.flatnonzero(same))
-        cols.append(node[nb[same]])
-    r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-    graph = sparse.csr_matrix((np.ones(r.size, dtype=np.int8), (r, c)), shape=(idx.size, idx.size))
-    n, comp = csgraph.connected_components(graph, directed=False)
-    labels_p = np.zeros(flat.size, dtype=np.int64)
-    labels_p[idx] = comp + 1
-    labels = labels_p.reshape(gp.shape)[1:-1, 1:-1, 1:-1]
-    levels = np.zeros(n + 1, dtype=np.int64)
-    levels[comp + 1] = lev
-    size = np.bincount(comp + 1, minlength=n + 1)
-    if cache is not None:
-        cache[key] = (labels, levels, size)
-    return labels, levels, size
+    g = np.asarray(g)
+    if g.ndim != 3:
+        raise InputError(f"texture: label_zones needs a (z, y, x) array, got shape {g.shape}")
+    box = tuple(slice(0, n) for n in g.shape)
+    gp = pad_crop(g, g > 0, box, 1)
+    labels, level, size, _ = _zones(gp, 1, three_d, cache)
+    return np.ascontiguousarray(interior(labels, 1)), level, size
 
 
 def _per_slice(
-    labels: np.ndarray, level: np.ndarray, value: np.ndarray, nz: int, n_levels: int, ncol: int
+    level: np.ndarray, value: np.ndarray, zslice: np.ndarray, nz: int, n_levels: int, ncol: int
 ) -> np.ndarray:
-    """Zone counts per slice (nz, Ng, ncol): zone n counted at (slice, level-1, value-1)."""
-    n = level.size - 1
-    if n == 0:
+    """Zone counts per slice (nz, Ng, ncol): zone n counted at (``zslice[n]``, level-1, value-1); entry 0 unused."""
+    if level.size <= 1:
         return np.zeros((nz, n_levels, ncol), dtype=np.int64)
-    z = np.zeros(n + 1, dtype=np.int64)
-    zz = np.nonzero(labels)[0]
-    z[labels[labels > 0]] = zz
-    key = (z[1:] * n_levels + level[1:] - 1) * ncol + value[1:] - 1
+    key = (zslice[1:] * n_levels + level[1:] - 1) * ncol + value[1:] - 1
     return np.bincount(key, minlength=nz * n_levels * ncol).reshape(nz, n_levels, ncol)
 
 
@@ -88,14 +82,19 @@ def glszm_matrices(
     Column j holds zones of j+1 voxels. With ``compact`` only the zone sizes that occur get a column and
     ``out["sizes_2D"]`` / ``out["sizes_3D"]`` hold the size of each column (bounded memory for large zones).
     """
-    dims = dims_of(dims)
-    grey, roi = as3d(grey, roi)
-    g = crop_pad(grey, roi, 0)[0]
+    gp = crop_levels(grey, roi, int(n_levels), pad=1, family="glszm")
+    return _matrices(gp, 1, n_levels=int(n_levels), dims=dims_of(dims), compact=compact, zone_cache=zone_cache)
+
+
+def _matrices(
+    gp: np.ndarray, pad: int, *, n_levels: int, dims: tuple[str, ...], compact: bool, zone_cache: dict | None
+) -> dict[str, np.ndarray]:
+    """:func:`glszm_matrices` of a prepared grey array (:func:`crop_levels`, ``pad`` >= 1)."""
     out: dict[str, np.ndarray] = {}
     for name, three_d in (("2D", False), ("3D", True)):
         if (name == "2D" and not ("2D" in dims or "2_5D" in dims)) or (name == "3D" and "3D" not in dims):
             continue
-        lab, lev, size = label_zones(g, n_levels, three_d, zone_cache)
+        _, lev, size, zslice = _zones(gp, pad, three_d, zone_cache)
         if compact:
             cols, inv = np.unique(size[1:], return_inverse=True)
             col = np.concatenate([[0], inv + 1])
@@ -104,12 +103,11 @@ def glszm_matrices(
         else:
             col = size
             ncol = int(size[1:].max()) if size.size > 1 else 1
-        nz = g.shape[0] if name == "2D" else 1
-        m = _per_slice(lab, lev, col, nz, n_levels, ncol) if name == "2D" else None
-        if m is None:
+        if name == "2D":
+            out[name] = _per_slice(lev, col, zslice, gp.shape[0] - 2 * pad, n_levels, ncol)
+        else:
             key = (lev[1:] - 1) * ncol + col[1:] - 1
-            m = np.bincount(key, minlength=n_levels * ncol).reshape(n_levels, ncol)
-        out[name] = m
+            out[name] = np.bincount(key, minlength=n_levels * ncol).reshape(n_levels, ncol)
     return out
 
 
@@ -121,8 +119,15 @@ def glszm_features(
     grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("3D",), zone_cache: dict | None = None
 ) -> dict[str, float]:
     """GLSZM features keyed by IBSI tag (``szm_<name>_<2D|2_5D|3D>``)."""
-    dims = dims_of(dims)
-    m = glszm_matrices(grey, roi, n_levels=n_levels, dims=dims, compact=True, zone_cache=zone_cache)
+    gp = crop_levels(grey, roi, int(n_levels), pad=1, family="glszm")
+    return _features(gp, 1, n_levels=int(n_levels), dims=dims_of(dims), zone_cache=zone_cache)
+
+
+def _features(
+    gp: np.ndarray, pad: int, *, n_levels: int, dims: tuple[str, ...], zone_cache: dict | None
+) -> dict[str, float]:
+    """:func:`glszm_features` of a prepared grey array (:func:`crop_levels`, ``pad`` >= 1)."""
+    m = _matrices(gp, pad, n_levels=n_levels, dims=dims, compact=True, zone_cache=zone_cache)
     out: dict[str, dict[str, float]] = {}
     if "2D" in dims:
         out["2D"] = nanmean_rows([_feat(s, m["sizes_2D"]) for s in m["2D"] if s.any()])

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from medlens.radiomics.texture._common import as3d, crop_pad, dims_of, nanmean_rows, neighbourhood, zone_features
+from medlens.radiomics.texture._common import crop_levels, dims_of, nanmean_rows, zone_features
 
 __all__ = ["NGL_NAMES", "ngldm_features", "ngldm_matrices"]
 
@@ -28,30 +28,31 @@ def ngldm_matrices(
 
     Column j holds neighbourhoods with dependence j+1.
     """
-    dims = dims_of(dims)
-    grey, roi = as3d(grey, roi)
-    g = crop_pad(grey, roi, distance)[0]
-    nz, ny, nx = g.shape
-    flat = g.ravel()
-    idx = np.flatnonzero(flat)
-    lev = flat[idx]
-    z = idx // (ny * nx) - distance
+    pad = abs(int(distance))
+    gp = crop_levels(grey, roi, int(n_levels), pad=pad, family="ngldm")
+    return _matrices(gp, pad, n_levels=int(n_levels), dims=dims_of(dims), distance=int(distance), alpha=int(alpha))
+
+
+def _matrices(
+    gp: np.ndarray, pad: int, *, n_levels: int, dims: tuple[str, ...], distance: int, alpha: int
+) -> dict[str, np.ndarray]:
+    """:func:`ngldm_matrices` of a prepared grey array (:func:`crop_levels`, ``pad`` >= ``distance``).
+
+    One compiled pass gives the 2D (in-plane) and 3D neighbourhoods.
+    """
+    from medlens.radiomics.texture._kernels import ngldm_counts
+
+    want2d = "2D" in dims or "2_5D" in dims
+    want3d = "3D" in dims
+    side = 2 * max(distance, 0) + 1
+    m2 = np.zeros((gp.shape[0] - 2 * pad if want2d else 0, n_levels, side**2), dtype=np.int64)
+    m3 = np.zeros((n_levels if want3d else 0, side**3), dtype=np.int64)
+    max2, max3 = ngldm_counts(gp, pad, distance, alpha, m2, m3)
     out: dict[str, np.ndarray] = {}
-    for name, three_d in (("2D", False), ("3D", True)):
-        if (name == "2D" and not ("2D" in dims or "2_5D" in dims)) or (name == "3D" and "3D" not in dims):
-            continue
-        dep = np.ones(idx.size, dtype=np.int64)
-        for dz, dy, dx in neighbourhood(distance, three_d):
-            nb = flat[idx + (dz * ny + dy) * nx + dx]
-            dep += (nb > 0) & (np.abs(nb - lev) <= alpha)
-        ncol = int(dep.max()) if dep.size else 1
-        if name == "2D":
-            nslice = nz - 2 * distance
-            key = (z * n_levels + lev - 1) * ncol + dep - 1
-            out["2D"] = np.bincount(key, minlength=nslice * n_levels * ncol).reshape(nslice, n_levels, ncol)
-        else:
-            key = (lev - 1) * ncol + dep - 1
-            out["3D"] = np.bincount(key, minlength=n_levels * ncol).reshape(n_levels, ncol)
+    if want2d:
+        out["2D"] = np.ascontiguousarray(m2[:, :, : max(int(max2), 1)])
+    if want3d:
+        out["3D"] = np.ascontiguousarray(m3[:, : max(int(max3), 1)])
     return out
 
 
@@ -63,8 +64,16 @@ def ngldm_features(
     grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("3D",), distance: int = 1, alpha: int = 0
 ) -> dict[str, float]:
     """NGLDM features keyed by IBSI tag (``ngl_<name>_<2D|2_5D|3D>``)."""
-    dims = dims_of(dims)
-    m = ngldm_matrices(grey, roi, n_levels=n_levels, dims=dims, distance=distance, alpha=alpha)
+    pad = abs(int(distance))
+    gp = crop_levels(grey, roi, int(n_levels), pad=pad, family="ngldm")
+    return _features(gp, pad, n_levels=int(n_levels), dims=dims_of(dims), distance=int(distance), alpha=int(alpha))
+
+
+def _features(
+    gp: np.ndarray, pad: int, *, n_levels: int, dims: tuple[str, ...], distance: int, alpha: int
+) -> dict[str, float]:
+    """:func:`ngldm_features` of a prepared grey array (:func:`crop_levels`, ``pad`` >= ``distance``)."""
+    m = _matrices(gp, pad, n_levels=n_levels, dims=dims, distance=distance, alpha=alpha)
     out: dict[str, dict[str, float]] = {}
     if "2D" in dims:
         out["2D"] = nanmean_rows([_feat(s) for s in m["2D"] if s.any()])

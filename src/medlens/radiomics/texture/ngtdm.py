@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from medlens.radiomics.texture._common import as3d, crop_pad, dims_of, nanmean_rows, neighbourhood
+from medlens.radiomics.texture._common import crop_levels, dims_of, nanmean_rows
 
 __all__ = ["NGTDM_FEATURES", "ngtdm_features", "ngtdm_from_matrix", "ngtdm_matrices"]
 
@@ -22,34 +22,30 @@ def ngtdm_matrices(
     grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("2D", "3D"), distance: int = 1
 ) -> dict[str, np.ndarray]:
     """Per-level sums: ``out["2D"]`` (n_slices, Ng, 2) and ``out["3D"]`` (Ng, 2) with columns (n_i, s_i)."""
-    dims = dims_of(dims)
-    grey, roi = as3d(grey, roi)
-    g = crop_pad(grey, roi, distance)[0]
-    nz, ny, nx = g.shape
-    flat = g.ravel()
-    idx = np.flatnonzero(flat)
-    lev = flat[idx]
-    z = idx // (ny * nx)
+    pad = abs(int(distance))
+    gp = crop_levels(grey, roi, int(n_levels), pad=pad, family="ngtdm")
+    return _matrices(gp, pad, n_levels=int(n_levels), dims=dims_of(dims), distance=int(distance))
+
+
+def _matrices(
+    gp: np.ndarray, pad: int, *, n_levels: int, dims: tuple[str, ...], distance: int
+) -> dict[str, np.ndarray]:
+    """:func:`ngtdm_matrices` of a prepared grey array (:func:`crop_levels`, ``pad`` >= ``distance``).
+
+    One compiled pass gives the 2D (in-plane) and 3D neighbourhoods.
+    """
+    from medlens.radiomics.texture._kernels import ngtdm_sums
+
+    want2d = "2D" in dims or "2_5D" in dims
+    want3d = "3D" in dims
+    m2 = np.zeros((gp.shape[0] - 2 * pad if want2d else 0, n_levels, 2), dtype=np.float64)
+    m3 = np.zeros((n_levels if want3d else 0, 2), dtype=np.float64)
+    ngtdm_sums(gp, pad, distance, m2, m3)
     out: dict[str, np.ndarray] = {}
-    for name, three_d in (("2D", False), ("3D", True)):
-        if (name == "2D" and not ("2D" in dims or "2_5D" in dims)) or (name == "3D" and "3D" not in dims):
-            continue
-        tot = np.zeros(idx.size, dtype=np.float64)
-        cnt = np.zeros(idx.size, dtype=np.int64)
-        for dz, dy, dx in neighbourhood(distance, three_d):
-            nb = flat[idx + (dz * ny + dy) * nx + dx]
-            tot += nb
-            cnt += nb > 0
-        ok = cnt > 0
-        with np.errstate(all="ignore"):
-            s = np.abs(lev[ok] - tot[ok] / cnt[ok])
-        zz = z[ok] - distance
-        nslice = nz - 2 * distance if name == "2D" else 1
-        key = (zz if name == "2D" else 0) * n_levels + lev[ok] - 1
-        n_i = np.bincount(key, minlength=nslice * n_levels).reshape(nslice, n_levels)
-        s_i = np.bincount(key, weights=s, minlength=nslice * n_levels).reshape(nslice, n_levels)
-        m = np.stack([n_i.astype(np.float64), s_i], axis=-1)
-        out[name] = m if name == "2D" else m[0]
+    if want2d:
+        out["2D"] = m2
+    if want3d:
+        out["3D"] = m3
     return out
 
 
@@ -91,8 +87,14 @@ def ngtdm_features(
     grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("3D",), distance: int = 1
 ) -> dict[str, float]:
     """NGTDM features keyed by IBSI tag (``ngt_<name>_<2D|2_5D|3D>``)."""
-    dims = dims_of(dims)
-    m = ngtdm_matrices(grey, roi, n_levels=n_levels, dims=dims, distance=distance)
+    pad = abs(int(distance))
+    gp = crop_levels(grey, roi, int(n_levels), pad=pad, family="ngtdm")
+    return _features(gp, pad, n_levels=int(n_levels), dims=dims_of(dims), distance=int(distance))
+
+
+def _features(gp: np.ndarray, pad: int, *, n_levels: int, dims: tuple[str, ...], distance: int) -> dict[str, float]:
+    """:func:`ngtdm_features` of a prepared grey array (:func:`crop_levels`, ``pad`` >= ``distance``)."""
+    m = _matrices(gp, pad, n_levels=n_levels, dims=dims, distance=distance)
     out: dict[str, dict[str, float]] = {}
     if "2D" in dims:
         out["2D"] = nanmean_rows([ngtdm_from_matrix(s) for s in m["2D"] if s[:, 0].any()]) or {
