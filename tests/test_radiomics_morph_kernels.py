@@ -167,3 +167,10 @@ def test_mask_moments_match_numpy() -> None:
     one[1, 0, 1] = True
     n1, m1, c1, *_ = mask_moments(img[:2, :2, :2].copy(), one, one, sp)
     assert n1 == 1 and np.allclose(m1, [2.5, 0.0, 0.9]) and np.isnan(c1).all()
+
+
+def test_warm_up_runs_every_family_once() -> None:
+    import medlens.radiomics
+
+    seconds = medlens.radiomics.warm_up()
+    assert math.isfinite(seconds) and seconds > 0.0

@@ -13,9 +13,9 @@ from typing import Any
 from medlens.radiomics.extract import extract
 from medlens.radiomics.settings import RadiomicsSettings, TextureSettings, load_preset, load_settings
 
-__all__ = ["RadiomicsSettings", "TextureSettings", "extract", "load_preset", "load_settings"]
+__all__ = ["RadiomicsSettings", "TextureSettings", "extract", "load_preset", "load_settings", "warm_up"]
 
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {"warm_up": "medlens.radiomics.warmup"}
 
 
 def __getattr__(name: str) -> Any:

@@ -301,3 +301,49 @@ def mask_moments(
                 cov[a, b] = c
                 cov[b, a] = c
     return n_m, mean, cov, n_i, v_sum, vp
+
+
+@njit
+def sphere_means(image: np.ndarray, mask: np.ndarray, half_x: np.ndarray) -> np.ndarray:
+    """Mean of the image over a sphere around every ``mask`` voxel (C order), counting only existing voxels.
+
+    The sphere is given row by row: ``half_x[dz + hz, dy + hy]`` is the half-width in x of its row at
+    offset ``(dz, dy)`` (-1: no row there). Each row sum is a difference of x prefix sums, so the cost
+    per voxel is the number of rows, not of sphere voxels.
+    """
+    nz, ny, nx = image.shape
+    kz, ky = half_x.shape
+    hz = kz // 2
+    hy = ky // 2
+    prefix = np.zeros((nz, ny, nx + 1))
+    for z in range(nz):
+        for y in range(ny):
+            acc = 0.0
+            for x in range(nx):
+                acc += image[z, y, x]
+                prefix[z, y, x + 1] = acc
+    out = np.empty(int(mask.sum()))
+    k = 0
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if not mask[z, y, x]:
+                    continue
+                total = 0.0
+                count = 0
+                for a in range(kz):
+                    zz = z + a - hz
+                    if zz < 0 or zz >= nz:
+                        continue
+                    for b in range(ky):
+                        h = half_x[a, b]
+                        yy = y + b - hy
+                        if h < 0 or yy < 0 or yy >= ny:
+                            continue
+                        x0 = max(x - h, 0)
+                        x1 = min(x + h, nx - 1)
+                        total += prefix[zz, yy, x1 + 1] - prefix[zz, yy, x0]
+                        count += x1 - x0 + 1
+                out[k] = total / count
+                k += 1
+    return out

@@ -1,9 +1,9 @@
 """Local intensity features (IBSI 1): ``loc_peak_loc`` and ``loc_peak_glob``.
 
 The local mean around a voxel is the mean intensity of all image voxels whose centres lie within
-a sphere of volume ``volume_cm3`` (1 cm^3, radius 6.2 mm). It is a convolution with a spherical
-kernel, done once by FFT on the ROI's bounding box padded by the radius (voxels outside the
-image do not count: the mean is normalised by the convolved image-support indicator).
+a sphere of volume ``volume_cm3`` (1 cm^3, radius 6.2 mm). It is computed only at ROI voxels by a compiled
+kernel that sums the sphere row by row from x prefix sums of the ROI's bounding box padded by the
+radius (voxels outside the image do not count: the mean is over the sphere voxels that exist).
 """
 
 from __future__ import annotations
@@ -39,30 +39,23 @@ def local_intensity_features(
     volume_cm3
         Sphere volume (IBSI: 1 cm^3).
     """
-    from scipy import fft
+    from medlens.radiomics._kernels import sphere_means
 
     if not int_mask.any():
         return {"loc_peak_loc": math.nan, "loc_peak_glob": math.nan}
     radius = (3.0 * volume_cm3 * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
-    kern = spherical_kernel(spacing_mm, radius).astype(np.float64)
+    kern = spherical_kernel(spacing_mm, radius)
+    # the sphere row by row: the half-width in x of each (dz, dy) row (-1 where the row is empty)
+    half_x = np.where(kern.any(axis=2), kern.sum(axis=2) // 2, -1).astype(np.int64)
     half = [k // 2 for k in kern.shape]
-    idx = np.nonzero(int_mask)
-    lo = [max(0, int(i.min()) - h) for i, h in zip(idx, half)]
-    hi = [min(n, int(i.max()) + 1 + h) for i, n, h in zip(idx, image.shape, half)]
+    idx = [np.flatnonzero(int_mask.any(axis=tuple(b for b in range(3) if b != ax))) for ax in range(3)]
+    lo = [max(0, int(i[0]) - h) for i, h in zip(idx, half)]
+    hi = [min(n, int(i[-1]) + 1 + h) for i, n, h in zip(idx, image.shape, half)]
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-    crop = image[sl]
-    size = [fft.next_fast_len(c + k - 1, real=True) for c, k in zip(crop.shape, kern.shape)]
-    kf = fft.rfftn(kern, size)
-    same = tuple(slice(h, h + c) for h, c in zip(half, crop.shape))
-    num = fft.irfftn(fft.rfftn(crop, size) * kf, size)[same]
-    clipped = any(a != int(i.min()) - h or b != int(i.max()) + 1 + h for a, b, i, h in zip(lo, hi, idx, half))
-    if clipped:  # near the image edge: count only the sphere voxels that exist
-        den = fft.irfftn(fft.rfftn(np.ones_like(crop), size) * kf, size)[same]
-    else:  # every ROI voxel's sphere lies inside the image
-        den = np.full(crop.shape, float(kern.sum()))
-    local_mean = num / np.maximum(np.round(den), 1.0)
-    m = int_mask[sl]
+    # spheres around ROI voxels stay inside this crop or leave the image: voxels outside it do not count
+    crop = np.ascontiguousarray(image[sl], dtype=np.float64)
+    m = np.ascontiguousarray(int_mask[sl])
+    means = sphere_means(crop, m, half_x)
     vals = crop[m]
-    means = local_mean[m]
     at_max = vals == vals.max()
     return {"loc_peak_loc": float(means[at_max].max()), "loc_peak_glob": float(means.max())}
