@@ -498,3 +498,25 @@ def test_matrix_functions_reject_bad_levels_and_empty_rois():
         tx.gldzm.border_distance(roi[0, 0], three_d=False)
     with pytest.raises(InputError, match=r"grey must be 2D \(y, x\) or 3D"):
         compute_texture_features(grey[None], roi=roi[None], n_levels=4)
+
+
+def test_glcm_cluster_features_equal_the_broadcast_formula():
+    """Cluster tendency/shade/prominence from powers per level sum equal the element-wise formula exactly."""
+    from medlens.radiomics.texture.glcm import GLCM_FEATURES, glcm_feature_batch
+
+    rng = np.random.default_rng(5)
+    for ng in (1, 3, 36, 130):
+        c = rng.integers(0, 9, size=(7, ng, ng)) * (rng.random((7, ng, ng)) < 0.4)
+        c = c + c.transpose(0, 2, 1)
+        c[0] = 0  # an empty matrix: NaN
+        got = glcm_feature_batch(c)
+        with np.errstate(all="ignore"):
+            p = c / np.where(c.sum(axis=(1, 2)) > 0, c.sum(axis=(1, 2)), 1)[:, None, None]
+            lv = np.arange(1, ng + 1, dtype=np.float64)
+            mu_i = (lv * p.sum(axis=2)).sum(axis=1)
+            mu_j = (lv * p.sum(axis=1)).sum(axis=1)
+            ct = lv[None, :, None] + lv[None, None, :] - mu_i[:, None, None] - mu_j[:, None, None]
+        for power, name in ((2, "clust_tend"), (3, "clust_shade"), (4, "clust_prom")):
+            want = (ct**power * p).sum(axis=(1, 2))
+            want[c.sum(axis=(1, 2)) == 0] = np.nan
+            assert np.array_equal(got[:, GLCM_FEATURES.index(name)], want, equal_nan=True), (ng, name)
