@@ -520,3 +520,23 @@ def test_glcm_cluster_features_equal_the_broadcast_formula():
             want = (ct**power * p).sum(axis=(1, 2))
             want[c.sum(axis=(1, 2)) == 0] = np.nan
             assert np.array_equal(got[:, GLCM_FEATURES.index(name)], want, equal_nan=True), (ng, name)
+
+
+@pytest.mark.parametrize("shape", [(9, 4, 3), (40, 22, 60), (5, 30, 700), (3, 1, 1)])
+def test_zone_features_stack_equals_per_matrix_calls(shape):
+    """The vectorised per-slice features are exactly those of one call per matrix (empty ones NaN)."""
+    from medlens.radiomics.texture._common import zone_features, zone_features_stack
+    from medlens.radiomics.texture.ngldm import NGL_NAMES
+
+    rng = np.random.default_rng(shape[2])
+    ms = rng.integers(0, 5, size=shape) * (rng.random(shape) < 0.3)
+    ms[0] = 0
+    nv = rng.integers(0, 500, size=shape[0]).astype(float)
+    nv[-1] = 0  # no voxels: percentage NaN
+    for j_values in (None, np.cumsum(rng.integers(1, 9, size=shape[2]))):
+        got = zone_features_stack(ms, nv, NGL_NAMES, energy=True, j_values=j_values)
+        want = [zone_features(m, v, NGL_NAMES, energy=True, j_values=j_values) for m, v in zip(ms, nv, strict=True)]
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert g.keys() == w.keys()
+            assert all(g[k] == w[k] or (math.isnan(g[k]) and math.isnan(w[k])) for k in g), (g, w)

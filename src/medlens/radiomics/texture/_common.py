@@ -216,6 +216,9 @@ def zone_features(
     return {names[k]: float(f[k]) for k in keys}
 
 
+_STACK_ELEMENTS = 32768  # matrices per vectorised chunk: about this many entries (temporaries stay in cache)
+
+
 def zone_features_stack(
     ms: np.ndarray,
     n_voxels: np.ndarray,
@@ -224,18 +227,28 @@ def zone_features_stack(
     energy: bool = False,
     j_values: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
-    """:func:`zone_features` of every matrix of a stack (k, Ng, Nj), vectorised over the stack.
+    """:func:`zone_features` of every matrix of a stack (k, Ng, Nj), vectorised over chunks of the stack.
 
     The same element-wise operations and, per matrix, the same reductions over contiguous rows as
     :func:`zone_features`, so every value is identical to the per-matrix call (checked by the tests); only the
-    Python and numpy call overhead is paid once per stack instead of once per matrix.
+    Python and numpy call overhead is paid once per chunk instead of once per matrix.
     """
-    m = np.asarray(ms, dtype=np.float64)
+    ms = np.asarray(ms)
+    k, ng, nj = ms.shape
+    nv = np.asarray(n_voxels, dtype=np.float64).reshape(k)
+    step = max(1, _STACK_ELEMENTS // max(ng * nj, 1))
+    out: list[dict[str, float]] = []
+    for s in range(0, k, step):
+        out += _zone_features_chunk(ms[s : s + step], nv[s : s + step], names, energy, j_values)
+    return out
+
+
+def _zone_features_chunk(
+    ms: np.ndarray, nv: np.ndarray, names: dict[str, str], energy: bool, j_values: np.ndarray | None
+) -> list[dict[str, float]]:
+    m = np.ascontiguousarray(ms, dtype=np.float64)
     k, ng, nj = m.shape
     keys = list(names)
-    if k == 0:
-        return []
-    nv = np.asarray(n_voxels, dtype=np.float64).reshape(k)
     flat = m.reshape(k, ng * nj)
     ns = flat.sum(axis=1)
     empty = ns <= 0
@@ -247,12 +260,12 @@ def zone_features_stack(
         rj = m.sum(axis=1)
         p = m / nsd[:, None, None]
         pf = p.reshape(k, ng * nj)
-        mu_i = (i * p).reshape(k, -1).sum(axis=1)
-        mu_j = (j * p).reshape(k, -1).sum(axis=1)
 
         def tot(x: np.ndarray) -> np.ndarray:
             return x.reshape(k, -1).sum(axis=1)
 
+        mu_i = tot(i * p)
+        mu_j = tot(j * p)
         f = {
             "s": (rj / j[0] ** 2).sum(axis=1) / nsd,
             "l": (rj * j[0] ** 2).sum(axis=1) / nsd,

@@ -22,6 +22,7 @@ from medlens.radiomics.texture._common import (
     nanmean_rows,
     pad_crop,
     zone_features,
+    zone_features_stack,
 )
 from medlens.radiomics.texture.glszm import _per_slice, _zones
 
@@ -183,8 +184,8 @@ def _features(
     nv = m["_n_voxels_2D"]
     out: dict[str, dict[str, float]] = {}
     if "2D" in dims:
-        rows = [zone_features(s, float(nv[z]), DZM_NAMES) for z, s in enumerate(m["2D"]) if s.any()]
-        out["2D"] = nanmean_rows(rows)
+        keep = m["2D"].any(axis=(1, 2))  # slices with zones, each as zone_features (vectorised)
+        out["2D"] = nanmean_rows(zone_features_stack(m["2D"][keep], nv[keep], DZM_NAMES))
     if "2_5D" in dims:
         out["2_5D"] = zone_features(m["2D"].sum(axis=0), float(nv.sum()), DZM_NAMES)
     if "3D" in dims:

@@ -70,10 +70,12 @@ def _feat(m: np.ndarray) -> dict[str, float]:
     return zone_features(m, float((m * j).sum()), RLM_NAMES)
 
 
-def _mean(ms: list[np.ndarray]) -> dict[str, float]:
-    from medlens.radiomics.texture._common import nanmean_rows
+def _mean(ms: np.ndarray) -> dict[str, float]:
+    """NaN-ignoring mean of the features of a stack (k, Ng, L) (each as :func:`_feat`, vectorised)."""
+    from medlens.radiomics.texture._common import nanmean_rows, zone_features_stack
 
-    return nanmean_rows([_feat(m) for m in ms])
+    n_voxels = (ms * np.arange(1, ms.shape[-1] + 1)).sum(axis=(1, 2))
+    return nanmean_rows(zone_features_stack(ms, n_voxels, RLM_NAMES))
 
 
 def glrlm_features(grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("3D",)) -> dict[str, float]:
@@ -88,13 +90,13 @@ def _features(gp: np.ndarray, pad: int, *, n_levels: int, dims: tuple[str, ...])
     out: dict[str, dict[str, float]] = {}
     if "2D" in dims:
         s = m["2D"]
-        out["2D_avg"] = _mean([s[z, k] for z in range(s.shape[0]) for k in range(s.shape[1])])
-        out["2D_comb"] = _mean([s[z].sum(axis=0) for z in range(s.shape[0])])
+        out["2D_avg"] = _mean(s.reshape(-1, *s.shape[2:]))  # per slice and direction
+        out["2D_comb"] = _mean(s.sum(axis=1))
     if "2_5D" in dims:
         s = m["2D"]
-        out["2_5D_avg"] = _mean([s[:, k].sum(axis=0) for k in range(s.shape[1])])
-        out["2_5D_comb"] = _mean([s.sum(axis=(0, 1))])
+        out["2_5D_avg"] = _mean(s.sum(axis=0))
+        out["2_5D_comb"] = _mean(s.sum(axis=(0, 1))[None])
     if "3D" in dims:
-        out["3D_avg"] = _mean(list(m["3D"]))
-        out["3D_comb"] = _mean([m["3D"].sum(axis=0)])
+        out["3D_avg"] = _mean(m["3D"])
+        out["3D_comb"] = _mean(m["3D"].sum(axis=0)[None])
     return {f"rlm_{n}_{suf}": v for suf, fe in out.items() for n, v in fe.items()}

@@ -7,7 +7,15 @@ from typing import Any
 import numpy as np
 
 from medlens.core.errors import InputError
-from medlens.radiomics.texture._common import crop_levels, dims_of, interior, nanmean_rows, pad_crop, zone_features
+from medlens.radiomics.texture._common import (
+    crop_levels,
+    dims_of,
+    interior,
+    nanmean_rows,
+    pad_crop,
+    zone_features,
+    zone_features_stack,
+)
 
 __all__ = ["SZM_NAMES", "glszm_features", "glszm_matrices", "label_zones"]
 
@@ -130,7 +138,9 @@ def _features(
     m = _matrices(gp, pad, n_levels=n_levels, dims=dims, compact=True, zone_cache=zone_cache)
     out: dict[str, dict[str, float]] = {}
     if "2D" in dims:
-        out["2D"] = nanmean_rows([_feat(s, m["sizes_2D"]) for s in m["2D"] if s.any()])
+        s = m["2D"][m["2D"].any(axis=(1, 2))]  # slices with zones, each as _feat (vectorised)
+        n_vox = (s * m["sizes_2D"]).sum(axis=(1, 2))
+        out["2D"] = nanmean_rows(zone_features_stack(s, n_vox, SZM_NAMES, j_values=m["sizes_2D"]))
     if "2_5D" in dims:
         out["2_5D"] = _feat(m["2D"].sum(axis=0), m["sizes_2D"])
     if "3D" in dims:

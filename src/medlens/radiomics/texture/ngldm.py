@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from medlens.radiomics.texture._common import crop_levels, dims_of, nanmean_rows, zone_features
+from medlens.radiomics.texture._common import crop_levels, dims_of, nanmean_rows, zone_features, zone_features_stack
 
 __all__ = ["NGL_NAMES", "ngldm_features", "ngldm_matrices"]
 
@@ -76,7 +76,8 @@ def _features(
     m = _matrices(gp, pad, n_levels=n_levels, dims=dims, distance=distance, alpha=alpha)
     out: dict[str, dict[str, float]] = {}
     if "2D" in dims:
-        out["2D"] = nanmean_rows([_feat(s) for s in m["2D"] if s.any()])
+        s = m["2D"][m["2D"].any(axis=(1, 2))]  # slices with neighbourhoods, each as _feat (vectorised)
+        out["2D"] = nanmean_rows(zone_features_stack(s, s.sum(axis=(1, 2)), NGL_NAMES, energy=True))
     if "2_5D" in dims:
         out["2_5D"] = _feat(m["2D"].sum(axis=0))
     if "3D" in dims:
