@@ -498,6 +498,12 @@ def test_matrix_functions_reject_bad_levels_and_empty_rois():
         tx.gldzm.border_distance(roi[0, 0], three_d=False)
     with pytest.raises(InputError, match=r"grey must be 2D \(y, x\) or 3D"):
         compute_texture_features(grey[None], roi=roi[None], n_levels=4)
+    with pytest.raises(InputError, match="NaN or infinite values inside the ROI"):
+        compute_texture_features(np.where(roi, np.nan, 1.0), roi=roi, n_levels=4)
+    with pytest.raises(InputError, match="glcm_distance must be >= 0 voxels, got -1"):
+        compute_texture_features(grey, roi=roi, n_levels=4, settings={"glcm_distance": -1})
+    with pytest.raises(InputError, match="ngtdm_distance must be >= 0"):
+        tx.ngtdm_matrices(grey, roi, n_levels=4, distance=-2)
 
 
 def test_glcm_cluster_features_equal_the_broadcast_formula():

@@ -18,7 +18,15 @@ from medlens.radiomics.texture import glrlm as _glrlm
 from medlens.radiomics.texture import glszm as _glszm
 from medlens.radiomics.texture import ngldm as _ngldm
 from medlens.radiomics.texture import ngtdm as _ngtdm
-from medlens.radiomics.texture._common import bbox, dims_of, interior, pad_crop, setting
+from medlens.radiomics.texture._common import (
+    bbox,
+    check_distance,
+    check_levels,
+    dims_of,
+    interior,
+    pad_crop,
+    setting,
+)
 from medlens.radiomics.texture.glcm import glcm_features, glcm_matrices
 from medlens.radiomics.texture.gldzm import gldzm_features, gldzm_matrices
 from medlens.radiomics.texture.glrlm import glrlm_features, glrlm_matrices
@@ -103,6 +111,8 @@ def compute_texture_features(
     n_levels = int(n_levels)
     if roi.any():
         vals = grey[roi]
+        if vals.dtype.kind in "fc" and not np.isfinite(vals).all():
+            raise InputError("texture: grey has NaN or infinite values inside the ROI; discretise the image first")
         if vals.min() < 1 or vals.max() > n_levels:
             raise InputError(
                 f"texture: grey levels inside the ROI span {int(vals.min())}..{int(vals.max())}, "
@@ -123,13 +133,14 @@ def compute_texture_features(
         raise InputError(f"texture: grey must be 2D (y, x) or 3D (z, y, x), got shape {grey.shape}")
     # everything below works on the bounding box of both masks (GLDZM needs the whole morphological mask),
     # zero-padded by the widest neighbourhood reach, as the compiled kernels expect (one copy for all families)
-    glcm_d = int(setting(settings, "glcm_distance"))
-    ngtdm_d = int(setting(settings, "ngtdm_distance"))
-    ngldm_d = int(setting(settings, "ngldm_distance"))
-    pad = max(1, abs(glcm_d), abs(ngtdm_d), abs(ngldm_d))
+    glcm_d = check_distance(setting(settings, "glcm_distance"), "glcm_distance")
+    ngtdm_d = check_distance(setting(settings, "ngtdm_distance"), "ngtdm_distance")
+    ngldm_d = check_distance(setting(settings, "ngldm_distance"), "ngldm_distance")
+    pad = max(1, glcm_d, ngtdm_d, ngldm_d)
     morph = None if morph_roi is None else np.asarray(morph_roi, dtype=bool)
     box = bbox(roi if morph is None else roi | morph)
     gp = pad_crop(grey, roi, box, pad)
+    check_levels(gp, n_levels, family="texture")  # the kernels index by level: guard against NaN levels too
     roi = roi[box]
     mm = np.ascontiguousarray(roi if morph is None else morph[box])
     # the families other than GLDZM work on the intensity ROI's own bounding box (their per-slice matrices

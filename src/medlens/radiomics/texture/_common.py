@@ -10,6 +10,7 @@ import numpy as np
 __all__ = [
     "as3d",
     "bbox",
+    "check_distance",
     "check_levels",
     "crop_levels",
     "crop_pad",
@@ -121,6 +122,16 @@ def pad_crop(grey: np.ndarray, roi: np.ndarray, box: tuple[slice, ...], pad: int
 def interior(gp: np.ndarray, pad: int) -> np.ndarray:
     """The unpadded view of an array padded by ``pad`` voxels per side."""
     return gp[tuple(slice(pad, n - pad) for n in gp.shape)]
+
+
+def check_distance(distance: int, name: str) -> int:
+    """``distance`` as an int, or :class:`~medlens.core.errors.InputError` when it is negative."""
+    from medlens.core.errors import InputError
+
+    d = int(distance)
+    if d < 0:
+        raise InputError(f"texture: {name} must be >= 0 voxels, got {distance}")
+    return d
 
 
 def check_levels(g: np.ndarray, n_levels: int, *, family: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from medlens.radiomics.texture._common import crop_levels, dims_of, directions
+from medlens.radiomics.texture._common import check_distance, crop_levels, dims_of, directions
 
 __all__ = ["GLCM_FEATURES", "glcm_feature_batch", "glcm_features", "glcm_matrices"]
 
@@ -67,7 +67,7 @@ def glcm_matrices(
         Count each pair in both orders.
     """
     dims = dims_of(dims)
-    pad = abs(int(distance))
+    pad = check_distance(distance, "glcm_distance")
     gp = crop_levels(grey, roi, int(n_levels), pad=pad, family="glcm")
     return _counts(
         gp, pad, n_levels=int(n_levels), want2d=True, want3d="3D" in dims, distance=int(distance), symmetric=symmetric
@@ -174,7 +174,7 @@ def glcm_features(
     symmetric: bool = True,
 ) -> dict[str, float]:
     """GLCM features keyed by IBSI tag (``cm_<name>_<2D|2_5D|3D>_<avg|comb>``)."""
-    pad = abs(int(distance))
+    pad = check_distance(distance, "glcm_distance")
     gp = crop_levels(grey, roi, int(n_levels), pad=pad, family="glcm")
     return _features(gp, pad, n_levels=int(n_levels), dims=dims_of(dims), distance=int(distance), symmetric=symmetric)
 

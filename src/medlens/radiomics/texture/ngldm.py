@@ -10,7 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from medlens.radiomics.texture._common import crop_levels, dims_of, nanmean_rows, zone_features, zone_features_stack
+from medlens.radiomics.texture._common import (
+    check_distance,
+    crop_levels,
+    dims_of,
+    nanmean_rows,
+    zone_features,
+    zone_features_stack,
+)
 
 __all__ = ["NGL_NAMES", "ngldm_features", "ngldm_matrices"]
 
@@ -28,7 +35,7 @@ def ngldm_matrices(
 
     Column j holds neighbourhoods with dependence j+1.
     """
-    pad = abs(int(distance))
+    pad = check_distance(distance, "ngldm_distance")
     gp = crop_levels(grey, roi, int(n_levels), pad=pad, family="ngldm")
     return _matrices(gp, pad, n_levels=int(n_levels), dims=dims_of(dims), distance=int(distance), alpha=int(alpha))
 
@@ -64,7 +71,7 @@ def ngldm_features(
     grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("3D",), distance: int = 1, alpha: int = 0
 ) -> dict[str, float]:
     """NGLDM features keyed by IBSI tag (``ngl_<name>_<2D|2_5D|3D>``)."""
-    pad = abs(int(distance))
+    pad = check_distance(distance, "ngldm_distance")
     gp = crop_levels(grey, roi, int(n_levels), pad=pad, family="ngldm")
     return _features(gp, pad, n_levels=int(n_levels), dims=dims_of(dims), distance=int(distance), alpha=int(alpha))
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from medlens.radiomics.texture._common import crop_levels, dims_of, nanmean_rows
+from medlens.radiomics.texture._common import check_distance, crop_levels, dims_of, nanmean_rows
 
 __all__ = ["NGTDM_FEATURES", "ngtdm_features", "ngtdm_from_matrix", "ngtdm_matrices"]
 
@@ -22,7 +22,7 @@ def ngtdm_matrices(
     grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("2D", "3D"), distance: int = 1
 ) -> dict[str, np.ndarray]:
     """Per-level sums: ``out["2D"]`` (n_slices, Ng, 2) and ``out["3D"]`` (Ng, 2) with columns (n_i, s_i)."""
-    pad = abs(int(distance))
+    pad = check_distance(distance, "ngtdm_distance")
     gp = crop_levels(grey, roi, int(n_levels), pad=pad, family="ngtdm")
     return _matrices(gp, pad, n_levels=int(n_levels), dims=dims_of(dims), distance=int(distance))
 
@@ -87,7 +87,7 @@ def ngtdm_features(
     grey: np.ndarray, roi: np.ndarray, *, n_levels: int, dims: Any = ("3D",), distance: int = 1
 ) -> dict[str, float]:
     """NGTDM features keyed by IBSI tag (``ngt_<name>_<2D|2_5D|3D>``)."""
-    pad = abs(int(distance))
+    pad = check_distance(distance, "ngtdm_distance")
     gp = crop_levels(grey, roi, int(n_levels), pad=pad, family="ngtdm")
     return _features(gp, pad, n_levels=int(n_levels), dims=dims_of(dims), distance=int(distance))
 
