@@ -1,13 +1,24 @@
-"""Target registration error of rigid PET->CT registration (Mattes MI) on the STS cases.
+"""Target registration error of PET->CT registration (Mattes MI) on the STS cases that have a CT.
 
-Usage: .venv/bin/python benchmarks/preprocess_registration_tre.py [--cases 4] [--kind rigid|affine]
+Usage: .venv/bin/python benchmarks/preprocess_registration_tre.py [--cases 20] [--kind rigid|affine]
+                                                                  [--inputs raw|petct]
 
-For every case: the PET is moved in space by a known transform (rigid: rotations 3, -2, 4 degrees
-about the tumour centre and a (12, -10, 8) mm shift; affine: adds ~4 % scaling/shear), by changing
-its affine (no interpolation). It is then registered to the CT (resampled to 3 mm) and so is the
-unmoved PET. Over the tumour voxels (RTSTRUCT GTV of the PET series via medlens.read_mask):
-* recovery TRE = |known^-1(T_moved(p)) - T_unmoved(p)|: how well the known motion is undone;
-* TRE vs identity = |known^-1(T_moved(p)) - p|: error against the scanner's own PET/CT alignment.
+For every case (STS_001.. with both a PET and a CT, in order): the PET is moved in space by a known
+transform (rigid: rotations 3, -2, 4 degrees about the tumour centre and a (12, -10, 8) mm shift;
+affine: adds ~4 % scaling/shear and a (10, -8, 6) mm shift) by changing its affine (no
+interpolation). The moved PET is registered to the CT (resampled to 3 mm), and so is the unmoved PET.
+Over the tumour voxels p (RTSTRUCT GTV of the PET series, ``medlens.read_mask``):
+
+* initial = mean |known(p) - p|: the misalignment to undo;
+* TRE vs scanner = mean |known^-1(T_moved(p)) - p|: error against the scanner's own PET/CT alignment
+  (PET and CT share a frame of reference), the figure the < 2 mm goal is about;
+* recovery TRE = mean |known^-1(T_moved(p)) - T_unmoved(p)|: how well the known motion is undone
+  relative to where the same method puts the unmoved PET;
+* drift = mean |T_unmoved(p) - p|: how far the metric's optimum lies from the scanner alignment;
+* GTV d = distance between the centroids (world mm) of the PET-series GTV and the CT-series GTV.
+
+``--inputs petct`` passes ``fixed_window_hu=(40, 400), fixed_blur_fwhm_mm=7, moving_log1p=True``
+to :func:`medlens.preprocess.register`; ``raw`` registers the HU and SUV values as they are.
 """
 
 from __future__ import annotations
@@ -25,15 +36,16 @@ def main() -> None:
 
     import medlens
     from medlens.core.image import Image
-    from medlens.preprocess import register, resample, transform_points
+    from medlens.preprocess import RegistrationWarning, register, resample, transform_points
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cases", type=int, default=4)
+    ap.add_argument("--cases", type=int, default=20)
     ap.add_argument("--kind", choices=["rigid", "affine"], default="rigid")
+    ap.add_argument("--inputs", choices=["raw", "petct"], default="petct")
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     args = ap.parse_args()
-    warnings.simplefilter("ignore")
-    opts = dict(
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    opts: dict[str, object] = dict(
         init="none",
         shrink_factors=(2, 1),
         smoothing_sigmas_mm=(2.0, 0.0),
@@ -42,13 +54,22 @@ def main() -> None:
         learning_rate_mm=1.0,
         histogram_bins=32,
     )
-    cases = sorted(p for p in (args.data / "sts").iterdir() if (p / "PET" / "image").is_dir())[: args.cases]
-    print(f"{'case':9s} {'n vox':>6s} {'initial mm':>10s} {'recovery TRE':>12s} {'TRE vs id':>10s} conv  time s")
+    if args.inputs == "petct":
+        opts.update(fixed_window_hu=(40.0, 400.0), fixed_blur_fwhm_mm=7.0, moving_log1p=True)
+    cases = sorted(p for p in (args.data / "sts").iterdir() if (p / "PET" / "image").is_dir() and (p / "CT").is_dir())
+    cases = cases[: args.cases]
+    print(f"kind={args.kind} inputs={args.inputs} options={opts}")
+    head = ("case", "n vox", "initial", "TRE scan", "recovery", "drift", "GTV d", "conv", "time s")
+    print("{:9s} {:>6s} {:>8s} {:>8s} {:>8s} {:>8s} {:>6s} {:>4s} {:>6s}".format(*head))
+    rows = []
     for case in cases:
         pet = medlens.read_image(case / "PET" / "image")
-        ct = resample(medlens.read_image(case / "CT" / "image"), 3.0)
+        ct_full = medlens.read_image(case / "CT" / "image")
+        ct = resample(ct_full, 3.0)
         gtv = medlens.read_mask(case / "PET" / "rtstruct", reference=pet)
+        gtv_ct = medlens.read_mask(case / "CT" / "rtstruct", reference=ct_full)
         pts = pet.index_to_world(np.argwhere(gtv.array))
+        gtv_d = float(np.linalg.norm(pts.mean(0) - ct_full.index_to_world(np.argwhere(gtv_ct.array)).mean(0)))
         if args.kind == "rigid":
             k = sitk.Euler3DTransform()
             k.SetCenter(tuple(float(v) for v in pts.mean(0)))
@@ -62,17 +83,33 @@ def main() -> None:
         m = np.eye(4)
         m[:3, :3] = np.asarray(k.GetMatrix()).reshape(3, 3)
         m[:3, 3] = k.TransformPoint((0.0, 0.0, 0.0))
-        moved = Image(pet.array, m @ pet.affine, pet.meta)
+        moved = Image(pet.array, m @ pet.affine, pet.meta)  # moved PET at world y = PET at known^-1(y)
         t = time.perf_counter()
-        base = register(ct, pet, transform=args.kind, **opts)  # type: ignore[arg-type]
-        res = register(ct, moved, transform=args.kind, **opts)  # type: ignore[arg-type]
-        dt = time.perf_counter() - t
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RegistrationWarning)
+            res = register(ct, moved, transform=args.kind, **opts)  # type: ignore[arg-type]
+            dt = time.perf_counter() - t
+            base = register(ct, pet, transform=args.kind, **opts)  # type: ignore[arg-type]
         rec = transform_points(k.GetInverse(), transform_points(res.transform, pts))
         init = np.linalg.norm(transform_points(k, pts) - pts, axis=1).mean()
+        tre_s = np.linalg.norm(rec - pts, axis=1).mean()
         tre_r = np.linalg.norm(rec - transform_points(base.transform, pts), axis=1).mean()
-        tre_i = np.linalg.norm(rec - pts, axis=1).mean()
-        conv = "yes" if res.converged and base.converged else "no"
-        print(f"{case.name:9s} {len(pts):6d} {init:10.2f} {tre_r:12.2f} {tre_i:10.2f} {conv:>4s} {dt:7.1f}")
+        drift = np.linalg.norm(transform_points(base.transform, pts) - pts, axis=1).mean()
+        conv = "yes" if res.converged else "no"
+        rows.append((tre_s, tre_r, drift, res.converged))
+        print(
+            f"{case.name:9s} {len(pts):6d} {init:8.2f} {tre_s:8.2f} {tre_r:8.2f} {drift:8.2f} {gtv_d:6.2f} "
+            f"{conv:>4s} {dt:6.1f}",
+            flush=True,
+        )
+    a = np.array([r[:3] for r in rows])
+    for name, col in (("TRE vs scanner", 0), ("recovery TRE", 1), ("drift", 2)):
+        v = a[:, col]
+        print(
+            f"{name}: mean {v.mean():.2f} median {np.median(v):.2f} max {v.max():.2f} mm; "
+            f"< 2 mm in {int((v < 2).sum())}/{len(v)}"
+        )
+    print(f"converged: {sum(r[3] for r in rows)}/{len(rows)} (time = registration of the moved PET only)")
 
 
 if __name__ == "__main__":

@@ -181,6 +181,16 @@ def test_preprocess_register_bad_input(petct) -> None:  # type: ignore[no-untype
         register(ct, pet, fixed_mask=tumour)
     with pytest.raises(InputError, match="on_failure"):
         register(ct, pet, on_failure="ignore")
+    with pytest.raises(Exception, match="moving_mask is on a different grid"):
+        register(ct, pet, moving_mask=ct.with_array(ct.array > 0))
+    with pytest.raises(InputError, match="moving_mask must be a boolean"):
+        register(ct, pet, moving_mask=pet)
+    with pytest.raises(InputError, match=r"fixed_window_hu must be \(centre, width\)"):
+        register(ct, pet, fixed_window_hu=(40.0, -400.0))
+    with pytest.raises(InputError, match=r"fixed_window_hu must be \(centre, width\)"):
+        register(ct, pet, fixed_window_hu=(40.0,))
+    with pytest.raises(InputError, match="fixed_blur_fwhm_mm must be >= 0"):
+        register(ct, pet, fixed_blur_fwhm_mm=-1.0)
     with pytest.raises(InputError, match="no such transform file"):
         apply_transform(pet, "/nonexistent/x.tfm", reference=ct)
     import SimpleITK as sitk

@@ -148,6 +148,7 @@ def register(
     transform: TransformType | str = TransformType.RIGID,
     metric: Metric | str = Metric.MI,
     fixed_mask: Image | None = None,
+    moving_mask: Image | None = None,
     init: Initialisation | str = Initialisation.GEOMETRY,
     shrink_factors: Sequence[int] = (4, 2, 1),
     smoothing_sigmas_mm: Sequence[float] = (2.0, 1.0, 0.0),
@@ -158,6 +159,9 @@ def register(
     histogram_bins: int = 50,
     seed: int = 0,
     on_failure: str = "warn",
+    fixed_window_hu: tuple[float, float] | Sequence[float] | None = None,
+    fixed_blur_fwhm_mm: float = 0.0,
+    moving_log1p: bool = False,
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` (3D), rigid or affine, coarse to fine.
 
@@ -172,6 +176,8 @@ def register(
         ``"ms"``: mean squares, same modality.
     fixed_mask
         Boolean mask on the fixed grid: only its voxels are sampled for the metric.
+    moving_mask
+        Boolean mask on the moving grid: samples whose mapped point falls outside it are ignored.
     init
         ``"geometry"`` (grid centres), ``"moments"`` (intensity centres of mass) or ``"none"``.
     shrink_factors, smoothing_sigmas_mm
@@ -187,6 +193,19 @@ def register(
         What to do when the optimizer stops at the iteration limit: ``"warn"``
         (:class:`RegistrationWarning`, result returned with ``converged=False``) or ``"error"``
         (:class:`~medlens.core.errors.ProcessingError`). Never silent.
+    fixed_window_hu
+        ``(centre, width)`` in HU: the fixed image (CT) is clipped to ``centre +- width / 2`` and
+        scaled to [0, 1] before the metric sees it (``(40, 400)``: soft tissue). None: raw values.
+    fixed_blur_fwhm_mm
+        Gaussian blur of the fixed image (FWHM in mm, after the window) so that a sharp CT matches a
+        blurred PET (about 7 mm for these scanners); 0 = none.
+    moving_log1p
+        Map the moving image through ``log(1 + max(v, 0))`` before the metric (PET in SUV: the
+        tumour's high values no longer take most of the histogram bins).
+
+    The three intensity options change only what the metric compares; the returned transform
+    applies to the original images. Recommended for PET -> CT (measured in ``docs/preprocess.md``):
+    ``fixed_window_hu=(40, 400), fixed_blur_fwhm_mm=7.0, moving_log1p=True``.
 
     Returns
     -------
@@ -221,8 +240,24 @@ def register(
             f"need 0 < min_step_mm < learning_rate_mm, got min_step_mm={min_step_mm}, "
             f"learning_rate_mm={learning_rate_mm}"
         )
-    f_s = to_sitk(fixed.with_array(np.asarray(fixed.array, dtype=np.float32)))
-    m_s = to_sitk(moving.with_array(np.asarray(moving.array, dtype=np.float32)))
+    f_arr = np.asarray(fixed.array, dtype=np.float64)
+    if fixed_window_hu is not None:
+        win = [float(v) for v in fixed_window_hu]
+        if len(win) != 2 or not all(np.isfinite(win)) or win[1] <= 0:
+            raise InputError(f"fixed_window_hu must be (centre, width) in HU with width > 0, got {fixed_window_hu!r}")
+        f_arr = np.clip((f_arr - (win[0] - win[1] / 2.0)) / win[1], 0.0, 1.0)
+    if not (np.isfinite(fixed_blur_fwhm_mm) and fixed_blur_fwhm_mm >= 0):
+        raise InputError(f"fixed_blur_fwhm_mm must be >= 0 (mm), got {fixed_blur_fwhm_mm}")
+    if fixed_blur_fwhm_mm > 0:
+        from scipy import ndimage
+
+        sigma_vox = fixed_blur_fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / np.asarray(fixed.spacing)
+        f_arr = ndimage.gaussian_filter(f_arr, sigma_vox, mode="nearest")
+    m_arr = np.asarray(moving.array, dtype=np.float64)
+    if moving_log1p:
+        m_arr = np.log1p(np.clip(m_arr, 0.0, None))
+    f_s = to_sitk(fixed.with_array(f_arr.astype(np.float32)))
+    m_s = to_sitk(moving.with_array(m_arr.astype(np.float32)))
 
     base = sitk.Euler3DTransform() if ttype is TransformType.RIGID else sitk.AffineTransform(3)
     if ini is Initialisation.NONE:
@@ -253,6 +288,11 @@ def register(
             raise InputError("fixed_mask must be a boolean medlens.Image on the fixed grid")
         fixed.require_same_grid(fixed_mask, what="fixed_mask")
         reg.SetMetricFixedMask(to_sitk(fixed_mask))
+    if moving_mask is not None:
+        if not isinstance(moving_mask, Image) or not moving_mask.is_mask:
+            raise InputError("moving_mask must be a boolean medlens.Image on the moving grid")
+        moving.require_same_grid(moving_mask, what="moving_mask")
+        reg.SetMetricMovingMask(to_sitk(moving_mask))
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=float(learning_rate_mm),
