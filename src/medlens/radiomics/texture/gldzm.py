@@ -72,7 +72,8 @@ def border_distance(mask: np.ndarray, *, three_d: bool, metric: str = "manhattan
     m = np.asarray(mask, dtype=bool)
     if m.ndim not in (2, 3):
         raise InputError(f"texture: gldzm border_distance needs a 2D or 3D mask, got shape {m.shape}")
-    m3 = np.ascontiguousarray(m[None] if m.ndim == 2 else m)
+    # writable C-order: a read-only array (e.g. an Image's) would make numba compile a second specialisation
+    m3 = np.require(m[None] if m.ndim == 2 else m, requirements=["C", "W"])
     dist = border_distance_3d(m3, chebyshev) if three_d else border_distance_2d(m3, chebyshev)
     return dist[0] if m.ndim == 2 else dist
 
