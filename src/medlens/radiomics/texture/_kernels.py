@@ -110,8 +110,9 @@ def _run_pass(
     """One raster pass along flat offset ``o`` > 0: run length so far at every ROI voxel, histogrammed.
 
     ``run[i]`` becomes the length of the run of equal levels along ``o`` that ends at voxel i, so far (1 more
-    than at the predecessor i - o when that has the same level, else 1); ``run`` must start as zeros and needs no
-    clearing between directions (it is read at i - o only when that voxel is in the ROI, hence already visited).
+    than at the predecessor i - o when that has the same level, else 1). Every voxel inside the padding is
+    written (runs of 0 outside the ROI too, never counted), in raster order, so the predecessor's value is always
+    from this pass: ``run`` must start as zeros (the padding keeps them) and needs no clearing between directions.
     Every ROI voxel of level v with run length n adds 1 to ``h3[k, v-1, n-1]`` (when ``k >= 0``) and
     ``h2[z, q2, v-1, n-1]`` (when ``q2 >= 0``): the number of runs at least n long.
     """
