@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from medlens.radiomics.morphology import _mvee, _ombb, moran_geary
+from medlens.radiomics.morphology import _mvee, _ombb
 
 
 def _mvee_numpy(points: np.ndarray, tol: float = 1e-4, max_iter: int = 20000) -> np.ndarray:
@@ -123,26 +123,6 @@ def test_ombb_of_a_rotated_box_is_the_box() -> None:
     edges = _ombb(pts, hull.equations[:, :3], areas)
     assert edges is not None
     assert sorted(edges) == pytest.approx([1.0, 2.0, 4.0], rel=1e-9)
-
-
-def test_moran_geary_on_an_anisotropic_elongated_roi_match_pairs() -> None:
-    # odd and even box extents, one-voxel-thick parts: exercises the spectral mirror and weights
-    rng = np.random.default_rng(7)
-    m = np.zeros((3, 7, 10), bool)
-    m[0, 1:6, 2:9] = True
-    m[1, 3, :] = True
-    m[2, :, 4] = True
-    v = rng.normal(size=m.shape) * 40.0 + 50.0
-    sp = (3.0, 0.7, 1.3)
-    mi, gc = moran_geary(v, m, sp)
-    pos = np.argwhere(m) * np.asarray(sp)
-    x = v[m]
-    d = np.linalg.norm(pos[:, None] - pos[None], axis=2)
-    w = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), 0.0)
-    y = x - x.mean()
-    mi_ref = x.size / w.sum() * (w * np.outer(y, y)).sum() / (y**2).sum()
-    gc_ref = (x.size - 1) * (w * (x[:, None] - x[None]) ** 2).sum() / (2 * w.sum() * (y**2).sum())
-    assert mi == pytest.approx(mi_ref, rel=1e-5, abs=1e-7) and gc == pytest.approx(gc_ref, rel=1e-5)
 
 
 def test_mask_moments_match_numpy() -> None:
