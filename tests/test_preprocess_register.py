@@ -82,9 +82,13 @@ _FAST = dict(
 )
 
 
+# the PET -> CT inputs adopted in docs/preprocess.md: CT soft-tissue window, CT blurred to PET resolution, log PET
+_PETCT = dict(fixed_window_hu=(40.0, 400.0), fixed_blur_fwhm_mm=7.0, moving_log1p=True)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["rigid"])
-def test_preprocess_register_pet_to_ct_recovers_known_motion(petct, kind: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("kind", "inputs"), [("rigid", "raw"), ("rigid", "petct"), ("affine", "petct")])
+def test_preprocess_register_pet_to_ct_recovers_known_motion(petct, kind: str, inputs: str) -> None:  # type: ignore[no-untyped-def]
     from medlens.preprocess import register, transform_points
 
     pet, ct, tumour, source = petct
@@ -93,21 +97,42 @@ def test_preprocess_register_pet_to_ct_recovers_known_motion(petct, kind: str) -
     moved = _move(pet, known)  # moved PET at world y equals the PET at known^-1(y)
     initial = np.linalg.norm(transform_points(known, pts) - pts, axis=1).mean()
     assert 10.0 < initial < 25.0
-
-    base = register(ct, pet, transform=kind, metric="mi", **_FAST)
-    res = register(ct, moved, transform=kind, metric="mi", **_FAST)
+    opts = {**_FAST, **(_PETCT if inputs == "petct" else {})}
+    base = register(ct, pet, transform=kind, metric="mi", **opts)
+    res = register(ct, moved, transform=kind, metric="mi", **opts)
     assert res.converged and base.converged, res.summary()
     # recovery: known^-1 (T_moved(p)) must land where the unmoved registration puts p
     recovered = transform_points(known.GetInverse(), transform_points(res.transform, pts))
     tre_recovery = np.linalg.norm(recovered - transform_points(base.transform, pts), axis=1).mean()
-    # absolute: against the scanner's own PET/CT alignment (identity)
+    # absolute: against the scanner's own PET/CT alignment (identity). NOT < 2 mm on these data (the MI
+    # optimum lies 3-13 mm from it, docs/preprocess.md); asserted: the known motion is mostly undone.
     tre_identity = np.linalg.norm(recovered - pts, axis=1).mean()
     print(
-        f"{kind} {CASE} tumour={source} n={len(pts)} initial={initial:.2f} mm "
+        f"{kind} {inputs} {CASE} tumour={source} n={len(pts)} initial={initial:.2f} mm "
         f"TRE(recovery)={tre_recovery:.2f} mm TRE(vs identity)={tre_identity:.2f} mm"
     )
     assert tre_recovery < 2.0
     assert tre_identity < initial
+
+
+def test_preprocess_register_petct_options_equal_preprocessed_inputs(petct) -> None:  # type: ignore[no-untyped-def]
+    """The intensity options change only what the metric sees: same result as preprocessing by hand."""
+    from medlens.preprocess import RegistrationWarning, gaussian_filter, register, window
+
+    pet, ct, _, _ = petct
+    opts = {**_FAST, "iterations": 15, "shrink_factors": (2,), "smoothing_sigmas_mm": (1.0,)}
+    f = gaussian_filter(window(ct, window_hu=(40.0, 400.0)), sigma_mm=7.0 / (2.0 * np.sqrt(2.0 * np.log(2.0))))
+    m = pet.with_array(np.log1p(np.clip(pet.array, 0.0, None)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RegistrationWarning)
+        by_option = register(ct, pet, **opts, **_PETCT)
+        by_hand = register(f, m, **opts)
+        raw = register(ct, pet, **opts)
+    np.testing.assert_allclose(by_option.transform.GetParameters(), by_hand.transform.GetParameters(), atol=1e-4)
+    assert by_option.final_metric == pytest.approx(by_hand.final_metric, rel=1e-3)
+    assert by_option.final_metric != pytest.approx(raw.final_metric, rel=1e-3)
+    # the transform applies to the original images: same fixed-space centre
+    assert by_option.transform.GetCenter() == raw.transform.GetCenter()
 
 
 @pytest.mark.slow
