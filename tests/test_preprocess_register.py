@@ -152,6 +152,24 @@ def test_preprocess_register_ct_to_ct_within_2mm(petct, kind: str) -> None:  # t
     assert tre.mean() < 2.0, f"CT->CT TRE {tre.mean():.2f} mm"
 
 
+def test_preprocess_register_moving_mask(petct) -> None:  # type: ignore[no-untyped-def]
+    from medlens.preprocess import RegistrationWarning, register
+
+    pet, ct, _, _ = petct
+    opts = {**_FAST, "iterations": 15, "shrink_factors": (2,), "smoothing_sigmas_mm": (1.0,)}
+    half = np.zeros(pet.shape, bool)
+    half[:, :, : pet.shape[2] // 2] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RegistrationWarning)
+        none = register(ct, pet, **opts)
+        full = register(ct, pet, moving_mask=pet.with_array(np.ones(pet.shape, bool)), **opts)
+        part = register(ct, pet, moving_mask=pet.with_array(half), **opts)
+    # a mask covering the whole moving image changes nothing; half of it changes the sampled metric
+    np.testing.assert_allclose(full.transform.GetParameters(), none.transform.GetParameters(), atol=1e-9)
+    assert full.final_metric == none.final_metric
+    assert part.final_metric != pytest.approx(none.final_metric, rel=1e-2)
+
+
 def test_preprocess_register_saves_tfm_and_applies(petct, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import SimpleITK as sitk
 
@@ -210,6 +228,10 @@ def test_preprocess_register_bad_input(petct) -> None:  # type: ignore[no-untype
         register(ct, pet, moving_mask=ct.with_array(ct.array > 0))
     with pytest.raises(InputError, match="moving_mask must be a boolean"):
         register(ct, pet, moving_mask=pet)
+    with pytest.raises(InputError, match="moving_mask is empty"):
+        register(ct, pet, moving_mask=pet.with_array(np.zeros(pet.shape, bool)))
+    with pytest.raises(InputError, match="fixed_mask is empty"):
+        register(ct, pet, fixed_mask=ct.with_array(np.zeros(ct.shape, bool)))
     with pytest.raises(InputError, match=r"fixed_window_hu must be \(centre, width\)"):
         register(ct, pet, fixed_window_hu=(40.0, -400.0))
     with pytest.raises(InputError, match=r"fixed_window_hu must be \(centre, width\)"):

@@ -287,11 +287,15 @@ def register(
         if not isinstance(fixed_mask, Image) or not fixed_mask.is_mask:
             raise InputError("fixed_mask must be a boolean medlens.Image on the fixed grid")
         fixed.require_same_grid(fixed_mask, what="fixed_mask")
+        if not fixed_mask.array.any():
+            raise InputError("fixed_mask is empty (no voxel set); it must select the voxels to sample")
         reg.SetMetricFixedMask(to_sitk(fixed_mask))
     if moving_mask is not None:
         if not isinstance(moving_mask, Image) or not moving_mask.is_mask:
             raise InputError("moving_mask must be a boolean medlens.Image on the moving grid")
         moving.require_same_grid(moving_mask, what="moving_mask")
+        if not moving_mask.array.any():
+            raise InputError("moving_mask is empty (no voxel set); it must select where samples may land")
         reg.SetMetricMovingMask(to_sitk(moving_mask))
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
