@@ -126,3 +126,38 @@ def test_preprocess_cli_register_pet_to_ct(sts_dir: Path, tmp_path: Path, capsys
     assert moved.same_grid(ct, atol_mm=1e-2) and tfm.read_text().startswith("#Insight") and png.stat().st_size > 1000
     assert main(["register", str(case / "CT/image"), str(case / "PET/image"), "--out", str(out), "--metric", "xx"]) == 2
     assert "metric must be one of" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_preprocess_cli_register_passes_the_petct_inputs(
+    sts_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    from medlens.cli import main
+
+    reg = importlib.import_module("medlens.preprocess.register")  # the module (the package exports the function)
+    seen: list[dict] = []
+    real = reg.register
+
+    def spy(fixed, moving, **kw):  # type: ignore[no-untyped-def]
+        seen.append(kw)
+        return real(fixed, moving, **{**kw, "iterations": 5, "on_failure": "warn"})
+
+    monkeypatch.setattr(reg, "register", spy)
+    case = sts_dir / "STS_003"
+    args = ["register", str(case / "CT/image"), str(case / "PET/image"), "--out", str(tmp_path / "m.nii.gz")]
+    assert main([*args, "--petct", "--moving-mask", str(case / "PET/rtstruct")]) == 0, capsys.readouterr().err
+    kw = seen[-1]
+    assert kw["fixed_window_hu"] == (40.0, 400.0) and kw["fixed_blur_fwhm_mm"] == 7.0 and kw["moving_log1p"] is True
+    assert kw["moving_mask"] is not None and kw["moving_mask"].array.any()
+    # explicit options override the preset; without them the metric sees the raw images
+    assert main([*args, "--petct", "--fixed-window-hu", "50", "350", "--fixed-blur-fwhm-mm", "5"]) == 0
+    kw = seen[-1]
+    assert kw["fixed_window_hu"] == (50.0, 350.0) and kw["fixed_blur_fwhm_mm"] == 5.0 and kw["moving_log1p"] is True
+    assert main(args) == 0
+    kw = seen[-1]
+    assert kw["fixed_window_hu"] is None and kw["fixed_blur_fwhm_mm"] == 0.0 and kw["moving_log1p"] is False
+    # a window of zero width is an input error (exit 2) naming the option
+    assert main([*args, "--fixed-window-hu", "40", "0"]) == 2
+    assert "window" in capsys.readouterr().err

@@ -337,3 +337,28 @@ def test_preprocess_register_initialisations_ct_to_ct(petct, init: str) -> None:
     tre = np.linalg.norm(transform_points(known.GetInverse(), transform_points(res.transform, body)) - body, axis=1)
     assert res.converged, res.summary()
     assert tre.mean() < 2.0, f"init={init}: TRE {tre.mean():.2f} mm"
+
+
+def test_preprocess_register_random_sampling_is_repeatable() -> None:
+    """Same call, same transform: ITK's seed 0 means 'wall clock', which register() must never pass on."""
+    from medlens.preprocess import register
+
+    rng = np.random.default_rng(1)
+    z, y, x = np.indices((24, 40, 40))
+    blob = np.exp(-(((z - 12) / 5.0) ** 2 + ((y - 18) / 8.0) ** 2 + ((x - 21) / 6.0) ** 2))
+    fixed = Image.from_array((blob * 100 + rng.normal(0, 5, blob.shape)).astype(np.float32), spacing=(2.0, 1.5, 1.5))
+    moving = Image(
+        fixed.array, fixed.affine @ np.array([[1, 0, 0, 1.0], [0, 1, 0, -1.0], [0, 0, 1, 0.5], [0, 0, 0, 1]])
+    )
+    opts = dict(
+        iterations=30, sampling_fraction=0.2, shrink_factors=(1,), smoothing_sigmas_mm=(0.0,), on_failure="warn"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = [register(fixed, moving, seed=s, **opts).transform.GetParameters() for s in (0, 0, 0, 7)]  # type: ignore[arg-type]
+    # equal up to the summation order of ITK's threads (~1e-16); a wall-clock seed moved them by ~0.1 mm
+    np.testing.assert_allclose(runs[1], runs[0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(runs[2], runs[0], rtol=0, atol=1e-9)
+    assert np.max(np.abs(np.subtract(runs[3], runs[0]))) > 1e-6  # another seed, another sample set
+    with pytest.raises(InputError, match="seed must be an integer >= 0"):
+        register(fixed, moving, seed=-1)

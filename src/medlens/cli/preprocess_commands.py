@@ -57,8 +57,34 @@ def register(app: typer.Typer) -> None:
         strict: Annotated[
             bool, typer.Option("--strict", help="Fail (exit 6) if the optimizer does not converge.")
         ] = False,
+        moving_mask: Annotated[
+            Path | None,
+            typer.Option("--moving-mask", help="Moving-image mask restricting the metric (label image/RTSTRUCT)."),
+        ] = None,
+        petct: Annotated[
+            bool,
+            typer.Option(
+                "--petct",
+                help="PET -> CT inputs for the metric: CT window (40, 400) HU, CT blurred to 7 mm FWHM, log(1 + SUV)"
+                " (docs/preprocess.md); each can be set on its own with the three options below.",
+            ),
+        ] = False,
+        fixed_window_hu: Annotated[
+            tuple[float, float] | None,
+            typer.Option("--fixed-window-hu", help="Clip FIXED to this (centre, width) in HU and scale to [0, 1]."),
+        ] = None,
+        fixed_blur_fwhm_mm: Annotated[
+            float | None, typer.Option("--fixed-blur-fwhm-mm", help="Gaussian blur of FIXED for the metric (mm).")
+        ] = None,
+        moving_log1p: Annotated[
+            bool, typer.Option("--moving-log1p", help="Compare log(1 + max(v, 0)) of MOVING (e.g. SUV).")
+        ] = False,
     ) -> None:
-        """Register MOVING to FIXED (rigid or affine) and write the moved image."""
+        """Register MOVING to FIXED (rigid or affine) and write the moved image.
+
+        The intensity options change only what the metric compares; the transform applies to the
+        original MOVING image.
+        """
         from medlens.io.api import read_image, read_mask, write_image
         from medlens.preprocess.register import apply_transform
         from medlens.preprocess.register import register as do_register
@@ -66,6 +92,9 @@ def register(app: typer.Typer) -> None:
         f = read_image(fixed)
         m = read_image(moving)
         fmask = read_mask(mask, reference=f) if mask is not None else None
+        mmask = read_mask(moving_mask, reference=m) if moving_mask is not None else None
+        window = fixed_window_hu if fixed_window_hu is not None else ((40.0, 400.0) if petct else None)
+        blur = fixed_blur_fwhm_mm if fixed_blur_fwhm_mm is not None else (7.0 if petct else 0.0)
         res = do_register(
             f,
             m,
@@ -74,6 +103,10 @@ def register(app: typer.Typer) -> None:
             init=init,
             iterations=iterations,
             fixed_mask=fmask,
+            moving_mask=mmask,
+            fixed_window_hu=window,
+            fixed_blur_fwhm_mm=blur,
+            moving_log1p=moving_log1p or petct,
             on_failure="error" if strict else "warn",
         )
         moved = apply_transform(m, res.transform, reference=f)

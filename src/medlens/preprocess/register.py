@@ -188,7 +188,8 @@ def register(
         Largest and smallest optimizer step, expressed as a physical shift in mm (parameter
         scales are estimated from physical shifts, so rotations and translations are comparable).
     sampling_fraction
-        Fraction of voxels sampled at random for the metric (``seed`` makes it repeatable).
+        Fraction of voxels sampled at random for the metric (``seed`` >= 0 makes it repeatable: the same
+        call gives the same transform).
     on_failure
         What to do when the optimizer stops at the iteration limit: ``"warn"``
         (:class:`RegistrationWarning`, result returned with ``converged=False``) or ``"error"``
@@ -235,6 +236,8 @@ def register(
         raise InputError(f"iterations must be a positive integer, got {iterations!r}")
     if not 0 < sampling_fraction <= 1:
         raise InputError(f"sampling_fraction must be in (0, 1], got {sampling_fraction}")
+    if int(seed) < 0:
+        raise InputError(f"seed must be an integer >= 0 (it fixes the metric's random samples), got {seed}")
     if not (learning_rate_mm > 0 and min_step_mm > 0 and min_step_mm < learning_rate_mm):
         raise InputError(
             f"need 0 < min_step_mm < learning_rate_mm, got min_step_mm={min_step_mm}, "
@@ -280,7 +283,9 @@ def register(
         reg.SetMetricAsMeanSquares()
     if sampling_fraction < 1:
         reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(float(sampling_fraction), int(seed))
+        # ITK reads seed 0 as "seed from the wall clock" (a different sample set on every run): shift by one so
+        # that every seed, 0 included, is a fixed seed and the same call gives the same transform
+        reg.SetMetricSamplingPercentage(float(sampling_fraction), int(seed) + 1)
     else:
         reg.SetMetricSamplingStrategy(reg.NONE)
     if fixed_mask is not None:
