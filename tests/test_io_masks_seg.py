@@ -203,3 +203,29 @@ def test_write_seg_multiframe_source_is_clear_error(tmp_path: Path) -> None:
     mask = Image.from_array(np.ones((10, 64, 64), dtype=bool))
     with pytest.raises(InputError, match="multi-frame source images are not supported for SEG writing"):
         write_seg(mask, [src], tmp_path / "x.dcm", segment_label="x")
+
+
+def test_seg_and_rtstruct_from_a_source_with_an_overlong_study_id_stay_valid(sts_dir: Path, tmp_path: Path) -> None:
+    """The STS PET headers carry an 18-character StudyID (SH allows 16): derived objects get it cut, with a warning."""
+    import pydicom
+
+    from medlens.core.errors import MedlensWarning
+    from medlens.io.rtstruct import write_rtstruct
+
+    src = sts_dir / "STS_001" / "PET" / "image"
+    first = pydicom.dcmread(next(p for p in sorted(src.iterdir()) if p.is_file()), stop_before_pixels=True)
+    with pytest.warns(UserWarning):
+        original = str(first.StudyID)
+    assert len(original) > 16  # the premise: the source value is invalid
+    pet = medlens.read_image(src)
+    gtv = medlens.read_mask(sts_dir / "STS_001" / "PET" / "rtstruct", reference=pet)
+    files = sorted(p for p in src.iterdir() if p.is_file())
+    for name, write in (
+        ("seg.dcm", lambda out: write_seg(gtv, src, out, segment_label="GTV")),
+        ("rs.dcm", lambda out: write_rtstruct({"GTV": gtv}, files, out)),
+    ):
+        with pytest.warns(MedlensWarning, match="StudyID 'IBSI_1_STS_001_PET' has 18 characters"):
+            out = write(tmp_path / name)
+        assert _dciodvfy_errors(out) == [], name
+        ds = pydicom.dcmread(out, stop_before_pixels=True)
+        assert ds.StudyID == original[:16] and ds.StudyInstanceUID == first.StudyInstanceUID

@@ -24,7 +24,38 @@ from medlens.core.atomic import atomic_path
 from medlens.core.errors import InputError
 from medlens.core.image import Image
 
-__all__ = ["write_ct_series"]
+__all__ = ["derived_study_id", "write_ct_series"]
+
+SH_MAX = 16  # characters of a DICOM SH (short string) value, e.g. StudyID
+
+
+def derived_study_id(source_ds: Any) -> str:
+    """The StudyID to write in an object derived from a source series (SEG, RTSTRUCT).
+
+    The study attributes are copied from the source dataset, but a source StudyID longer than the 16 characters SH
+    allows would make the derived object invalid DICOM (``dciodvfy`` error): it is cut to 16 characters and
+    a :class:`~medlens.core.errors.MedlensWarning` names the source and both values.
+    """
+    import warnings
+
+    from medlens.core.errors import MedlensWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's own length warning: the one below says what happens
+        raw = getattr(source_ds, "StudyID", "")
+    value = "" if raw is None else str(raw)
+    source = f"series {getattr(source_ds, 'SeriesInstanceUID', '?')}"
+    if len(value) <= SH_MAX:
+        return value
+    short = value[:SH_MAX]
+    warnings.warn(
+        f"{source}: StudyID {value!r} has {len(value)} characters, more than the {SH_MAX} that DICOM SH allows; "
+        f"the derived object gets {short!r} (the StudyInstanceUID, which identifies the study, is unchanged)",
+        MedlensWarning,
+        stacklevel=3,
+    )
+    return short
+
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 # Implementation Class UID: a fixed UUID-derived UID (PS3.5 B.2), under no one else's root.

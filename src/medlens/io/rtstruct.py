@@ -472,8 +472,11 @@ def write_rtstruct(
     ds.InstanceCreationTime = now.strftime("%H%M%S")
     for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
         setattr(ds, kw, getattr(ref0, kw, ""))
-    for kw in ("StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber"):
+    for kw in ("StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "AccessionNumber"):
         setattr(ds, kw, getattr(ref0, kw, ""))
+    from medlens.io.dicom_write import derived_study_id
+
+    ds.StudyID = derived_study_id(ref0)
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 901

@@ -382,9 +382,14 @@ def write_seg(
     ]
     import warnings
 
+    from medlens.io.dicom_write import derived_study_id
+
+    study_id = derived_study_id(refs[0])
     with warnings.catch_warnings():
         # highdicom warns about single-component patient names copied from the source; not ours to change.
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name.*")
+        # an over-long source StudyID is copied by highdicom (pydicom warns) and replaced just below
+        warnings.filterwarnings("ignore", message=".*exceeds the maximum length of 16 allowed for VR SH.*")
         seg = _build(
             hd,
             refs,
@@ -392,6 +397,7 @@ def write_seg(
             descriptions,
             series_description,
         )
+    seg.StudyID = study_id
     target = Path(out_path)
     with atomic_path(target) as tmp:
         seg.save_as(str(tmp), enforce_file_format=True)
