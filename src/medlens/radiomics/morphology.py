@@ -105,7 +105,6 @@ def _ombb(
     Only the ``max_normals`` directions with the largest total hull-face area are tried, which
     bounds the cost on finely tessellated hulls.
     """
-
     centred = hull_points - hull_points.mean(axis=0)
     _, vecs = np.linalg.eigh(np.cov(centred.T))
     proj = centred @ vecs
