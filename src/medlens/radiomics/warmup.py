@@ -22,7 +22,8 @@ def warm_up() -> float:
     Returns
     -------
     float
-        Seconds spent (a few seconds when the kernels compile for the first time, ~0.5 s otherwise).
+        Seconds spent (10-30 s when the kernels compile for the first time after installation, ~0.3-0.6 s
+        when they load from the cache, milliseconds once loaded in this process).
     """
     from medlens.core.image import Image
     from medlens.radiomics.extract import extract
