@@ -36,6 +36,8 @@ class Units:
 
     HU = "HU"  #: CT Hounsfield units (after rescale slope/intercept)
     SUVBW = "SUVbw"  #: PET standardised uptake value, body weight (g/ml)
+    SUVLBM = "SUVlbm"  #: PET SUV normalised by lean body mass, SUL (g/ml)
+    SUVBSA = "SUVbsa"  #: PET SUV normalised by body surface area (cm^2/ml)
     BQML = "BQML"  #: PET activity concentration, Bq/ml
     ARBITRARY = "arbitrary"  #: MR signal, stored values without a physical unit
     NORMALISED = "normalised"  #: dimensionless after an intensity normalisation

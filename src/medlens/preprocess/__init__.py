@@ -29,6 +29,10 @@ _EXPORTS: dict[str, str] = {
     "zscore": "normalise",
     "percentile_clip": "normalise",
     "minmax": "normalise",
+    # PET SUV normalisations
+    "suv_normalise": "suv",
+    "lean_body_mass_kg": "suv",
+    "body_surface_area_m2": "suv",
     # bias
     "n4_bias_correction": "bias",
     # resample (written by the radiomics engineer)

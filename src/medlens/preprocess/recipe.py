@@ -44,6 +44,7 @@ STEPS: dict[str, str] = {
     "zscore": "normalise:zscore",
     "percentile_clip": "normalise:percentile_clip",
     "minmax": "normalise:minmax",
+    "suv_normalise": "suv:suv_normalise",
     "n4_bias_correction": "bias:n4_bias_correction",
 }
 
