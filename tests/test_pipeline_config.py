@@ -75,8 +75,10 @@ def test_missing_required_and_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_harmonise_needs_batch_column(tmp_path: Path, demo_data: Path) -> None:
-    with pytest.raises(InputError, match=r"model\.harmonise is true but cohort\.batch_column is not set"):
+    with pytest.raises(InputError, match=r"model\.harmonise is 'combat' but cohort\.batch_column is not set"):
         load_config(_write(tmp_path, _cfg(model__harmonise=True)), data_dir=demo_data)
+    with pytest.raises(InputError, match=r"'model.harmonise' is 'comabt'; allowed values: combat, location-scale"):
+        load_config(_write(tmp_path, _cfg(model__harmonise="comabt")), data_dir=demo_data)
 
 
 def _run(tmp_path: Path, cfg: dict, data: Path) -> object:

@@ -255,14 +255,14 @@ def test_random_forest_with_harmonisation_end_to_end(tmp_path: Path, data: Path)
     p.write_text(yaml.safe_dump(cfg))
     res = run_mod.run_pipeline(load_config(p, data_dir=data, out_dir=tmp_path / "run", workers=1), progress=False)
     m = res.metrics
-    assert m["harmonised"] is True and m["classifier"] == "random_forest"
+    assert m["harmonised"] == "combat" and m["classifier"] == "random_forest"  # true means ComBat
     assert m["importance_kind"] == "impurity importance"
     assert 0 < len(m["importance"]) <= 8 and all(d["importance"] >= 0 for d in m["importance"])
     assert 0.0 <= m["auc"] <= 1.0 and 0.0 < m["permutation_p"] <= 1.0
     import joblib
 
     saved = joblib.load(tmp_path / "run" / "model" / "model.joblib")
-    assert saved["pipeline"].steps[0][0] == "harmonise"
+    assert saved["pipeline"].steps[0][0] == "harmonise" and saved["pipeline"].steps[0][1].method == "combat"
     assert read_features(tmp_path / "run")["batch"].tolist().count("A") == 4
 
 

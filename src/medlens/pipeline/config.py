@@ -31,7 +31,7 @@ Example (every key shown; only ``cohort`` is required)::
       repeats: 5
       n_features: 10                # kept by univariate selection inside each fold
       clinical_from_dicom: [age, sex, bmi]
-      harmonise: false              # ComBat-style location/scale per batch, fitted inside folds
+      harmonise: false              # true = combat (empirical Bayes) | location-scale; per batch, fitted inside folds
       bootstrap: 1000
       permutations: 100
       calibration_bins: 5
@@ -104,7 +104,7 @@ SCHEMA: dict[str, Any] = {
                 "items": ("age", "sex", "bmi", "weight_kg", "height_m"),
                 "default": ["age", "sex", "bmi"],
             },
-            "harmonise": {"types": _BOOL, "default": False},
+            "harmonise": {"types": (bool, str), "choices": ("combat", "location-scale"), "default": False},
             "bootstrap": {"types": _INT, "min": 0, "default": 1000},
             "permutations": {"types": _INT, "min": 0, "max": 1000, "default": 100},
             "calibration_bins": {"types": _INT, "min": 2, "default": 5},
@@ -157,7 +157,7 @@ def _validate(section: dict[str, Any], schema: dict[str, Any], where: str, sourc
             raise InputError(
                 f"{source}: key {path!r} must be {_type_names(types)}, got {type(value).__name__} {value!r}"
             )
-        if "choices" in spec and value not in spec["choices"]:
+        if "choices" in spec and not isinstance(value, bool) and value not in spec["choices"]:
             raise InputError(f"{source}: key {path!r} is {value!r}; allowed values: {', '.join(spec['choices'])}")
         if isinstance(value, int) and not isinstance(value, bool):
             if "min" in spec and value < spec["min"]:
@@ -219,8 +219,13 @@ def validate_config(raw: Any, *, source: str = "config") -> dict[str, Any]:
             f"{source}: execution.memory_limit {cfg['execution']['memory_limit']!r} is not a size "
             "(use e.g. '2GB', '500MB')"
         ) from exc
+    if cfg["model"]["harmonise"] is True:
+        cfg["model"]["harmonise"] = "combat"
     if cfg["model"]["harmonise"] and c["batch_column"] is None:
-        raise InputError(f"{source}: model.harmonise is true but cohort.batch_column is not set")
+        raise InputError(
+            f"{source}: model.harmonise is {cfg['model']['harmonise']!r} but cohort.batch_column is not set; "
+            "name the column that holds the centre/scanner of each case"
+        )
     return cfg
 
 

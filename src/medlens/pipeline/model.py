@@ -15,8 +15,8 @@ reaches the model that predicts it. Reported:
 * with time and event columns: Harrell's C-index of out-of-fold risks of an L2-penalised Cox
   model (implemented here; no survival package needed).
 
-Harmonisation (``model.harmonise``) is ComBat-*style*: per batch, each feature's location and
-scale are matched to the pooled training data (no empirical-Bayes shrinkage), fitted inside folds.
+Harmonisation (``model.harmonise``): ComBat with parametric empirical Bayes (or, with
+``location-scale``, each batch's own mean and SD), fitted inside the folds.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from medlens.core.errors import InputError
 from medlens.pipeline.config import RunConfig
 
 __all__ = [
+    "HARMONISE_METHODS",
     "BatchHarmoniser",
     "RidgeCox",
     "bootstrap_auc_ci",
@@ -54,37 +55,120 @@ _DIAGNOSTIC_PREFIXES = (
 )
 
 
+HARMONISE_METHODS = ("combat", "location-scale")
+
+
 class BatchHarmoniser(TransformerMixin, BaseEstimator):
-    """Location/scale harmonisation per batch (ComBat-style, without empirical-Bayes shrinkage).
+    """Per-batch harmonisation of features: ComBat (default) or plain location/scale.
 
     The batch label is the *last column* of ``X`` (so it travels through scikit-learn CV); it is
-    dropped on output. ``fit`` learns the pooled mean/SD of each feature and each batch's mean/SD;
-    ``transform`` maps ``x -> (x - mean_b) / sd_b * sd_pooled + mean_pooled``. A batch unseen
-    during fitting (or with fewer than 2 cases) is left unchanged. NaN is ignored and kept.
+    dropped on output. ``fit`` learns, per feature, the grand mean and pooled SD and, per batch, its
+    location ``gamma`` and scale ``delta`` on the standardised features; ``transform`` maps
+    ``x -> (z - gamma_b) / delta_b * sd + mean`` with ``z = (x - mean) / sd``.
+
+    * ``method="combat"``: ComBat (Johnson, Li and Rabinovic, Biostatistics 2007; Fortin et al. 2018), the
+      parametric empirical-Bayes version without covariates: each batch's ``gamma`` and ``delta^2`` are
+      shrunk towards priors fitted across features (normal for ``gamma``, inverse gamma for ``delta^2``),
+      which stabilises small batches. Same estimates as neuroCombat ``eb=True, parametric=True`` (tested).
+    * ``method="location-scale"``: ``gamma`` and ``delta`` are the batch's own mean and SD (no shrinkage).
+
+    Biological covariates are not protected (the outcome must not enter: the transform is fitted inside
+    CV folds). A batch unseen during fitting, or with fewer than 2 cases there, is left unchanged; features
+    whose pooled SD is 0 are left unchanged; NaN is ignored in the estimates and kept in the output.
     """
 
+    def __init__(self, method: str = "combat") -> None:
+        self.method = method
+
     def fit(self, X: np.ndarray, y: Any = None) -> BatchHarmoniser:
+        if self.method not in HARMONISE_METHODS:
+            raise InputError(f"harmonisation method must be one of {', '.join(HARMONISE_METHODS)}, got {self.method!r}")
         X = np.asarray(X, dtype=np.float64)
         feats, batch = X[:, :-1], X[:, -1]
+        labels = [float(b) for b in np.unique(batch) if np.count_nonzero(batch == b) >= 2]
+        used = np.isin(batch, labels)
+        data = feats[used]
+        groups = [batch[used] == b for b in labels]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            self.mean_ = np.nanmean(feats, axis=0)
-            self.sd_ = np.nanstd(feats, axis=0)
-            self.batches_: dict[float, tuple[np.ndarray, np.ndarray]] = {}
-            for b in np.unique(batch):
-                sel = feats[batch == b]
-                if len(sel) >= 2:
-                    self.batches_[float(b)] = (np.nanmean(sel, axis=0), np.nanstd(sel, axis=0))
+            valid = np.isfinite(data)
+            # grand mean = the batch means weighted by batch size; pooled variance of the residuals around
+            # each batch's mean (divided by n, as ComBat does)
+            means = np.array([np.nanmean(data[g], axis=0) for g in groups])
+            counts = np.array([valid[g].sum(axis=0) for g in groups], dtype=np.float64)
+            n = counts.sum(axis=0)
+            self.mean_ = np.nansum(means * counts, axis=0) / n
+            resid2 = np.zeros(data.shape[1])
+            for g, m in zip(groups, means):
+                resid2 += np.nansum((data[g] - m) ** 2, axis=0)
+            self.sd_ = np.sqrt(resid2 / n)
+            ok = np.isfinite(self.sd_) & (self.sd_ > 0)
+            z = (data - self.mean_) / np.where(ok, self.sd_, 1.0)
+            gamma_hat = np.array([np.nanmean(z[g], axis=0) for g in groups])
+            delta2_hat = np.array([np.nanvar(z[g], axis=0, ddof=1) for g in groups])
+            if self.method == "combat":
+                gamma, delta2 = _combat_posteriors(z, groups, counts, gamma_hat, delta2_hat, ok)
+            else:
+                gamma, delta2 = gamma_hat, delta2_hat
+        self.ok_ = ok
+        self.batches_: dict[float, tuple[np.ndarray, np.ndarray]] = {
+            b: (gamma[i], np.sqrt(delta2[i])) for i, b in enumerate(labels)
+        }
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         feats, batch = X[:, :-1].copy(), X[:, -1]
-        for b, (m, s) in self.batches_.items():
+        for b, (g, d) in self.batches_.items():
             rows = batch == b
-            ok = np.isfinite(s) & (s > 0) & np.isfinite(self.sd_)
-            feats[np.ix_(rows, ok)] = (feats[np.ix_(rows, ok)] - m[ok]) / s[ok] * self.sd_[ok] + self.mean_[ok]
+            ok = self.ok_ & np.isfinite(g) & np.isfinite(d) & (d > 0)
+            z = (feats[np.ix_(rows, ok)] - self.mean_[ok]) / self.sd_[ok]
+            feats[np.ix_(rows, ok)] = (z - g[ok]) / d[ok] * self.sd_[ok] + self.mean_[ok]
         return feats
+
+
+def _combat_posteriors(
+    z: np.ndarray,
+    groups: list[np.ndarray],
+    counts: np.ndarray,
+    gamma_hat: np.ndarray,
+    delta2_hat: np.ndarray,
+    ok: np.ndarray,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Parametric empirical-Bayes estimates of each batch's location and scale (ComBat).
+
+    Priors per batch, over the usable features: ``gamma ~ N(gamma_bar, tau^2)`` and ``delta^2 ~ InvGamma(a, b)``
+    by the method of moments. The posterior mean of ``gamma`` and the posterior ``delta^2`` depend on each
+    other and are iterated until both change by less than ``tol`` (relative).
+    """
+    gamma = np.full_like(gamma_hat, np.nan)
+    delta2 = np.full_like(delta2_hat, np.nan)
+    for i, g in enumerate(groups):
+        use = ok & np.isfinite(gamma_hat[i]) & np.isfinite(delta2_hat[i])
+        if np.count_nonzero(use) < 2:  # no prior can be fitted: keep the batch's own estimates
+            gamma[i], delta2[i] = gamma_hat[i], delta2_hat[i]
+            continue
+        g_hat, d_hat, n_i = gamma_hat[i, use], delta2_hat[i, use], counts[i, use]
+        g_bar, tau2 = float(g_hat.mean()), float(g_hat.var(ddof=1))
+        m, v = float(d_hat.mean()), float(d_hat.var(ddof=1))
+        a = (2.0 * v + m**2) / v
+        b = (m * v + m**3) / v
+        zi = z[g][:, use]
+        g_old, d_old = g_hat, d_hat
+        for _ in range(max_iter):
+            g_new = (n_i * tau2 * g_hat + d_old * g_bar) / (n_i * tau2 + d_old)
+            sum2 = np.nansum((zi - g_new) ** 2, axis=0)
+            d_new = (0.5 * sum2 + b) / (n_i / 2.0 + a - 1.0)
+            change = max(
+                float(np.max(np.abs(g_new - g_old) / np.abs(g_old))), float(np.max(np.abs(d_new - d_old) / d_old))
+            )
+            g_old, d_old = g_new, d_new
+            if change < tol:
+                break
+        gamma[i, use], delta2[i, use] = g_old, d_old
+    return gamma, delta2
 
 
 def _neg_partial_loglik(beta: np.ndarray, X: np.ndarray, time: np.ndarray, event: np.ndarray, alpha: float):  # type: ignore[no-untyped-def]
@@ -201,7 +285,8 @@ def make_pipeline(model_cfg: dict[str, Any], n_features: int, *, survival: bool 
 
     steps: list[tuple[str, Any]] = []
     if model_cfg["harmonise"]:
-        steps.append(("harmonise", BatchHarmoniser()))
+        method = "combat" if model_cfg["harmonise"] is True else str(model_cfg["harmonise"])
+        steps.append(("harmonise", BatchHarmoniser(method=method)))
     steps += [
         ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
         ("drop_constant", VarianceThreshold(0.0)),

@@ -240,7 +240,7 @@ def write_report(
         parts.append(_table(rows))
         parts.append(
             "<p>Imputation, scaling, feature selection"
-            + (", harmonisation" if metrics.get("harmonised") else "")
+            + (f", harmonisation ({metrics['harmonised']})" if metrics.get("harmonised") else "")
             + " and the classifier are refitted inside every training fold; the AUC is computed on "
             "out-of-fold probabilities averaged over repeats.</p>"
         )
