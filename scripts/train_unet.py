@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cv-json", default=None)
     ap.add_argument("--skip-cv", action="store_true")
     ap.add_argument(
+        "--dims", type=int, choices=(2, 3), default=2, help="2: axial slices 64x64 (shipped); 3: 32^3 patches"
+    )
+    ap.add_argument("--cv-only", action="store_true", help="cross-validate only; do not train or save a model")
+    ap.add_argument(
         "--holdout", type=int, default=5, help="leave the last N cohort patients out of the final model (for tests)"
     )
     a = ap.parse_args(argv)
@@ -48,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_cohort(a.cohort)
     cases = [load_case(r["pet_image"], r["pet_rtstruct"], patient_id=r["patient_id"]) for r in rows]
     print(f"read {len(cases)} cases in {time.perf_counter() - t0:.0f} s", flush=True)
-    cfg = UNetConfig()
+    cfg = (
+        UNetConfig()
+        if a.dims == 2
+        else UNetConfig(spatial_dims=3, channels=(8, 16, 32), strides=(2, 2), roi_size=(32, 32, 32))
+    )
     recipe = {
         "data": "STS FDG-PET (SUVbw), ROI GTV_Mass_PET, the patients in trained_on (" + Path(a.cohort).name + ")",
         "epochs": a.epochs,
@@ -68,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             summary[m] = metrics.summarise([r for r in cv if r["method"] == m])
         if a.cv_json:
             Path(a.cv_json).write_text(json.dumps({"rows": cv, "summary": summary}, indent=1, default=float))
+        print(f"cross-validation done in {time.perf_counter() - t0:.0f} s", flush=True)
+    if a.cv_only:
+        return 0
     fit = cases[: len(cases) - a.holdout] if a.holdout else cases
     held = cases[len(cases) - a.holdout :] if a.holdout else []
     recipe["trained_on"] = [c.patient_id for c in fit]
