@@ -171,3 +171,18 @@ def test_kaplan_meier_by_hand() -> None:
     x, s = kaplan_meier(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1, 0, 1, 1]))
     np.testing.assert_allclose(x, [0, 1, 3, 4])
     np.testing.assert_allclose(s, [1.0, 0.75, 0.375, 0.0])
+
+
+def test_combat_edge_cases_leave_data_usable() -> None:
+    rng = np.random.default_rng(9)
+    # a single batch: ComBat still standardises within it and returns finite values of the same shape
+    one = np.column_stack([rng.normal(size=(8, 5)), np.zeros(8)])
+    assert np.isfinite(BatchHarmoniser().fit(one).transform(one)).all()
+    # every batch has fewer than 2 cases: nothing is fitted, the data come back unchanged
+    tiny = np.column_stack([rng.normal(size=(3, 4)), [0.0, 1.0, 2.0]])
+    np.testing.assert_array_equal(BatchHarmoniser().fit(tiny).transform(tiny), tiny[:, :-1])
+    # one feature only: no prior across features can be fitted, the batch's own estimates are used
+    X = np.column_stack([np.r_[rng.normal(0, 1, 10), rng.normal(5, 2, 10)], np.r_[np.zeros(10), np.ones(10)]])
+    out = BatchHarmoniser().fit(X).transform(X)
+    plain = BatchHarmoniser(method="location-scale").fit(X).transform(X)
+    np.testing.assert_allclose(out, plain, rtol=1e-12)

@@ -70,7 +70,8 @@ class BatchHarmoniser(TransformerMixin, BaseEstimator):
       parametric empirical-Bayes version without covariates: each batch's ``gamma`` and ``delta^2`` are
       shrunk towards priors fitted across features (normal for ``gamma``, inverse gamma for ``delta^2``),
       which stabilises small batches. Same estimates as neuroCombat ``eb=True, parametric=True`` (tested).
-    * ``method="location-scale"``: ``gamma`` and ``delta`` are the batch's own mean and SD (no shrinkage).
+    * ``method="location-scale"``: ``gamma`` and ``delta`` are the batch's own mean and SD of the standardised
+      features (no shrinkage), i.e. each batch is mapped onto the grand mean and pooled within-batch SD.
 
     Biological covariates are not protected (the outcome must not enter: the transform is fitted inside
     CV folds). A batch unseen during fitting, or with fewer than 2 cases there, is left unchanged; features
@@ -153,6 +154,10 @@ def _combat_posteriors(
         g_hat, d_hat, n_i = gamma_hat[i, use], delta2_hat[i, use], counts[i, use]
         g_bar, tau2 = float(g_hat.mean()), float(g_hat.var(ddof=1))
         m, v = float(d_hat.mean()), float(d_hat.var(ddof=1))
+        if not (tau2 > 0 and v > 0 and np.isfinite(tau2) and np.isfinite(v)):
+            # the priors are degenerate (identical estimates across features): nothing to shrink towards
+            gamma[i], delta2[i] = gamma_hat[i], delta2_hat[i]
+            continue
         a = (2.0 * v + m**2) / v
         b = (m * v + m**3) / v
         zi = z[g][:, use]
