@@ -77,6 +77,14 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow an existing, non-empty output.")] = False,
         workers: Annotated[int, typer.Option("--workers", help="Parallel processes (1: in this process).")] = 1,
         audit: Annotated[Path | None, typer.Option("--audit", help="Append an entry to this audit log.")] = None,
+        clean_pixels: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--clean-pixels",
+                help="Blank a rectangle of burned-in text: MODALITY:COLSxROWS:x0,y0,x1,y1, e.g. US:640x480:0,0,640,60"
+                " ('*' = any; repeatable). Cleaned images are written uncompressed.",
+            ),
+        ] = None,
     ) -> None:
         """De-identify INPUT_DIR into OUTPUT_DIR (DICOM PS3.15 Annex E Basic Profile)."""
         from medlens.deid import deidentify
@@ -91,6 +99,7 @@ def register(app: typer.Typer) -> None:
             overwrite=overwrite,
             workers=workers,
             audit_log=audit,
+            clean_pixels=tuple(clean_pixels or ()),
         )
         typer.echo(rep.summary())
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from medlens.deid.engine import BurnedInAnnotationWarning, Deidentifier, DeidReport, deidentify
+from medlens.deid.pixels import PixelRegion
 from medlens.deid.profile import Option, action_for, load_table, row_for
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "DeidReport",
     "Deidentifier",
     "Option",
+    "PixelRegion",
     "action_for",
     "deidentify",
     "load_table",

@@ -20,6 +20,7 @@ from typing import Any
 
 from medlens.core.atomic import atomic_path
 from medlens.core.errors import InputError, MedlensWarning
+from medlens.deid.pixels import CLEAN_PIXEL_CODE, PixelRegion, blank_regions, parse_regions
 from medlens.deid.profile import BASIC_CODE, OPTION_CODES, Option, action_for, row_for
 
 __all__ = ["DeidReport", "Deidentifier", "deidentify"]
@@ -64,13 +65,15 @@ class DeidReport:
     n_duplicates: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     burned_in: list[str] = field(default_factory=list)
+    pixels_cleaned: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def summary(self) -> str:
         return (
             f"de-identified {self.input_dir} -> {self.output_dir}: {self.n_written} written, {self.n_resumed} already "
             f"complete, {self.n_duplicates} duplicate SOP instances, {len(self.skipped)} skipped (not DICOM or "
-            f"unreadable), {len(self.burned_in)} with BurnedInAnnotation=YES; options "
+            f"unreadable), {len(self.pixels_cleaned)} with pixel regions blanked, {len(self.burned_in)} with "
+            f"BurnedInAnnotation=YES left as they are; options "
             f"{', '.join(self.options) or 'none'}; pseudonym map {self.map_path} ({self.seconds:.1f} s)"
         )
 
@@ -332,6 +335,7 @@ def deidentify(
     overwrite: bool = False,
     workers: int | None = 1,
     audit_log: str | os.PathLike[str] | None = None,
+    clean_pixels: Iterable[str | PixelRegion] = (),
 ) -> DeidReport:
     """De-identify every DICOM file under ``input_dir`` into ``output_dir``.
 
@@ -366,6 +370,10 @@ def deidentify(
         number of CPU cores; ``1`` (default): in this process.
     audit_log
         Optional audit log to which the run is appended.
+    clean_pixels
+        Clean Pixel Data: rectangles to blank in every frame of the images they match
+        (:class:`~medlens.deid.pixels.PixelRegion` or its text form ``"US:640x480:0,0,640,60"``; see
+        :mod:`medlens.deid.pixels`). Cleaned images are written uncompressed and carry code 113101.
     """
 
     t0 = time.perf_counter()
@@ -374,6 +382,7 @@ def deidentify(
     if profile != "basic":
         raise InputError(f"profile {profile!r} is not supported; use profile 'basic' (PS3.15 E.1-1)")
     opts = sorted(set(_parse_options(retain)))
+    regions = parse_regions(clean_pixels)
     inp = Path(input_dir).resolve()
     out = Path(output_dir).resolve()
     if not inp.is_dir():
@@ -394,6 +403,7 @@ def deidentify(
         "options": [o.value for o in opts],
         "input_sha256": hashlib.sha256(str(inp).encode()).hexdigest(),
         "private_creators": sorted(private_creators),
+        "clean_pixels": [r.spec() for r in regions],
     }
     state_path = out / STATE_NAME
     if out.exists() and any(out.iterdir()):
@@ -425,6 +435,7 @@ def deidentify(
         "options": [o.value for o in opts],
         "private_creators": sorted(private_creators),
         "out": str(out),
+        "clean_pixels": [r.spec() for r in regions],
     }
     if nworkers <= 1 or len(paths) < 64:
         records = _process_batch(paths, cfg)
@@ -441,7 +452,9 @@ def deidentify(
         if r["status"] == "skipped":
             rep.skipped.append((r["path"], r["reason"]))
             continue
-        if r["burned_in"]:
+        if r.get("cleaned"):
+            rep.pixels_cleaned.append(r["path"])
+        elif r["burned_in"]:
             rep.burned_in.append(r["path"])
             warnings.warn(
                 f"{r['path']}: BurnedInAnnotation=YES: the pixels may show identifying text, which the Basic "
@@ -519,7 +532,7 @@ def _read_dataset(path: str) -> Any:
             return ds
 
 
-def _process_file(path: str, out: Path, deid: Deidentifier) -> dict[str, Any]:
+def _process_file(path: str, out: Path, deid: Deidentifier, regions: tuple[PixelRegion, ...] = ()) -> dict[str, Any]:
     """De-identify one file into ``out`` (atomically; an existing target is left as it is)."""
     from pydicom.errors import InvalidDicomError
 
@@ -529,6 +542,7 @@ def _process_file(path: str, out: Path, deid: Deidentifier) -> dict[str, Any]:
         "reason": "",
         "target": "",
         "burned_in": False,
+        "cleaned": False,
         "patients": {},
         "uids": {},
     }
@@ -555,7 +569,22 @@ def _process_file(path: str, out: Path, deid: Deidentifier) -> dict[str, Any]:
     rec["patients"], rec["uids"] = dict(deid.patients), dict(deid.uids)
     if target.exists():
         rec["status"] = "resumed"
+        rec["cleaned"] = any(r.applies(ds) for r in regions)
         return rec
+    try:
+        cleaned = blank_regions(ds, regions, path)
+    except InputError as exc:
+        rec["reason"] = f"pixel cleaning failed: {exc}"
+        rec["target"] = ""
+        return rec
+    if cleaned:
+        from pydicom.dataset import Dataset
+
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = CLEAN_PIXEL_CODE[0], "DCM", CLEAN_PIXEL_CODE[1]
+        ds.DeidentificationMethodCodeSequence.append(item)
+        ds.DeidentificationMethod = f"{ds.DeidentificationMethod}+{CLEAN_PIXEL_CODE[0]}"
+        rec["cleaned"] = True
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     with atomic_path(target, suffix=".dcm") as tmp:
@@ -568,7 +597,8 @@ def _process_batch(paths: list[str], cfg: dict[str, Any]) -> list[dict[str, Any]
     """:func:`_process_file` over a batch (one Dask partition); ``cfg`` holds the key and options."""
     deid = Deidentifier(cfg["key"], options=cfg["options"], private_creators=cfg["private_creators"])
     out = Path(cfg["out"])
-    return [_process_file(p, out, deid) for p in paths]
+    regions = parse_regions(cfg.get("clean_pixels", ()))
+    return [_process_file(p, out, deid, regions) for p in paths]
 
 
 def _write_map(path: Path, deid: Deidentifier) -> None:
