@@ -186,3 +186,39 @@ def test_combat_edge_cases_leave_data_usable() -> None:
     out = BatchHarmoniser().fit(X).transform(X)
     plain = BatchHarmoniser(method="location-scale").fit(X).transform(X)
     np.testing.assert_allclose(out, plain, rtol=1e-12)
+
+
+def _cox_score_loop(x: np.ndarray, t: np.ndarray, e: np.ndarray) -> float:
+    """The univariate Cox score statistic at beta = 0 by its definition (risk set: time >= the event time)."""
+    u = info = 0.0
+    for i in np.flatnonzero(e):
+        risk = x[t >= t[i]]
+        u += x[i] - risk.mean()
+        info += risk.var()
+    return u**2 / info if info > 0 else 0.0
+
+
+def test_cox_score_test_matches_the_definition_with_ties() -> None:
+    from medlens.pipeline.model import cox_score_test
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(40, 3))
+    t = rng.integers(1, 12, 40).astype(float)  # many tied times
+    e = (rng.random(40) > 0.3).astype(float)
+    x[:, 2] = 5.0  # constant: scores 0
+    stat, p = cox_score_test(x, np.column_stack([t, e]))
+    for j in range(3):
+        assert stat[j] == pytest.approx(_cox_score_loop(x[:, j], t, e), rel=1e-10, abs=1e-12)
+    assert stat[2] == 0.0 and p[2] == 1.0 and np.all((p >= 0) & (p <= 1))
+
+
+def test_survival_pipeline_selects_the_prognostic_feature() -> None:
+    rng = np.random.default_rng(3)
+    n = 120
+    x = rng.normal(size=(n, 30))
+    t = rng.exponential(1.0 / np.exp(1.5 * x[:, 7]))  # only feature 7 changes the hazard
+    e = (rng.random(n) > 0.2).astype(float)
+    pipe = make_pipeline({**MODEL, "n_features": 3}, 30, survival=True).fit(x, np.column_stack([t, e]))
+    kept = np.flatnonzero(pipe.named_steps["drop_constant"].get_support())[pipe.named_steps["select"].get_support()]
+    assert 7 in kept and len(kept) == 3
+    assert harrell_c_index(t, e, pipe.predict(x)) > 0.7
