@@ -125,3 +125,14 @@ def test_clean_pixels_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "2 with pixel regions blanked" in out.out
     assert main(["deid", str(inp), str(tmp_path / "o2"), "--map", str(tmp_path / "m2.csv"), "--clean-pixels", "x"]) == 2
     assert "is not MODALITY:COLUMNSxROWS" in capsys.readouterr().err
+
+
+def test_segmentations_never_match_a_region() -> None:
+    ds = pydicom.Dataset()
+    ds.Modality, ds.Rows, ds.Columns, ds.BitsAllocated, ds.PixelData = "SEG", 4, 4, 1, b"\x00\x00"
+    everywhere = PixelRegion.parse("0,0,4,4")
+    assert not everywhere.applies(ds)
+    ds.Modality = "OT"  # a 1-bit object of another modality: still not an image to clean
+    assert not everywhere.applies(ds)
+    ds.BitsAllocated = 8
+    assert everywhere.applies(ds)

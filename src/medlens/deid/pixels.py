@@ -78,8 +78,14 @@ class PixelRegion:
         return f"{self.modality or '*'}:{size}:{self.x0},{self.y0},{self.x1},{self.y1}"
 
     def applies(self, ds: Any) -> bool:
-        """True when ``ds`` has pixel data and matches the modality and matrix size."""
-        if "PixelData" not in ds:
+        """True when ``ds`` is an image with pixel data matching the modality and matrix size.
+
+        Segmentations (Modality SEG, or 1-bit pixels) never match: they carry no burned-in text, and
+        blanking their frames would change the segmentation.
+        """
+        if "PixelData" not in ds or str(ds.get("Modality", "")).upper() == "SEG":
+            return False
+        if int(ds.get("BitsAllocated", 16) or 16) == 1:
             return False
         if self.modality is not None and str(ds.get("Modality", "")).upper() != self.modality:
             return False
