@@ -60,7 +60,7 @@ def main() -> None:
 
     import medlens
     from medlens.core.image import Image
-    from medlens.preprocess import RegistrationWarning, register, resample, transform_points
+    from medlens.preprocess import PETCT_INPUTS, RegistrationWarning, register, resample, transform_points
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", type=int, default=20)
@@ -80,7 +80,7 @@ def main() -> None:
         histogram_bins=32,
     )
     if args.inputs == "petct":
-        opts.update(fixed_window_hu=(40.0, 400.0), fixed_blur_fwhm_mm=7.0, moving_log1p=True)
+        opts.update(PETCT_INPUTS)
     cases = sorted(p for p in (args.data / "sts").iterdir() if (p / "PET" / "image").is_dir() and (p / "CT").is_dir())
     cases = cases[: args.cases]
     print(f"kind={args.kind} inputs={args.inputs} pet={args.pet} options={opts}")

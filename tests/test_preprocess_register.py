@@ -10,6 +10,7 @@ import pytest
 
 from medlens.core.errors import InputError, ProcessingError
 from medlens.core.image import Image
+from medlens.preprocess.register import PETCT_INPUTS
 
 CASE = "STS_002"
 
@@ -83,7 +84,7 @@ _FAST = dict(
 
 
 # the PET -> CT inputs adopted in docs/preprocess.md: CT soft-tissue window, CT blurred to PET resolution, log PET
-_PETCT = dict(fixed_window_hu=(40.0, 400.0), fixed_blur_fwhm_mm=7.0, moving_log1p=True)
+_PETCT = PETCT_INPUTS
 
 
 @pytest.mark.slow

@@ -86,15 +86,23 @@ def register(app: typer.Typer) -> None:
         original MOVING image.
         """
         from medlens.io.api import read_image, read_mask, write_image
-        from medlens.preprocess.register import apply_transform
+        from medlens.preprocess.register import PETCT_INPUTS, apply_transform
         from medlens.preprocess.register import register as do_register
 
         f = read_image(fixed)
         m = read_image(moving)
         fmask = read_mask(mask, reference=f) if mask is not None else None
         mmask = read_mask(moving_mask, reference=m) if moving_mask is not None else None
-        window = fixed_window_hu if fixed_window_hu is not None else ((40.0, 400.0) if petct else None)
-        blur = fixed_blur_fwhm_mm if fixed_blur_fwhm_mm is not None else (7.0 if petct else 0.0)
+        # raw images unless --petct; the explicit options override the preset's parts
+        inputs: dict = {"fixed_window_hu": None, "fixed_blur_fwhm_mm": 0.0, "moving_log1p": False}
+        if petct:
+            inputs.update(PETCT_INPUTS)
+        if fixed_window_hu is not None:
+            inputs["fixed_window_hu"] = fixed_window_hu
+        if fixed_blur_fwhm_mm is not None:
+            inputs["fixed_blur_fwhm_mm"] = fixed_blur_fwhm_mm
+        if moving_log1p:
+            inputs["moving_log1p"] = True
         res = do_register(
             f,
             m,
@@ -104,10 +112,8 @@ def register(app: typer.Typer) -> None:
             iterations=iterations,
             fixed_mask=fmask,
             moving_mask=mmask,
-            fixed_window_hu=window,
-            fixed_blur_fwhm_mm=blur,
-            moving_log1p=moving_log1p or petct,
             on_failure="error" if strict else "warn",
+            **inputs,
         )
         moved = apply_transform(m, res.transform, reference=f)
         write_image(moved, out)

@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     # register
     "register": "register",
     "apply_transform": "register",
+    "PETCT_INPUTS": "register",
     "load_transform": "register",
     "transform_points": "register",
     "RegistrationResult": "register",

@@ -24,6 +24,7 @@ from medlens.core.image import Image, Units
 from medlens.preprocess._validate import check_image
 
 __all__ = [
+    "PETCT_INPUTS",
     "Initialisation",
     "Metric",
     "RegistrationResult",
@@ -34,6 +35,11 @@ __all__ = [
     "register",
     "transform_points",
 ]
+
+
+#: The metric inputs measured for PET -> CT (docs/preprocess.md): CT soft-tissue window to [0, 1], CT blurred to the
+#: PET's resolution (FWHM mm), PET as log(1 + SUV). Pass as ``register(ct, pet, **PETCT_INPUTS)``.
+PETCT_INPUTS: dict[str, Any] = {"fixed_window_hu": (40.0, 400.0), "fixed_blur_fwhm_mm": 7.0, "moving_log1p": True}
 
 
 class RegistrationWarning(MedlensWarning):
@@ -206,7 +212,7 @@ def register(
 
     The three intensity options change only what the metric compares; the returned transform
     applies to the original images. Recommended for PET -> CT (measured in ``docs/preprocess.md``):
-    ``fixed_window_hu=(40, 400), fixed_blur_fwhm_mm=7.0, moving_log1p=True``.
+    :data:`PETCT_INPUTS` (``fixed_window_hu=(40, 400), fixed_blur_fwhm_mm=7.0, moving_log1p=True``).
 
     Returns
     -------
