@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,64 @@ from medlens.core.atomic import atomic_path
 from medlens.core.errors import InputError
 from medlens.core.image import Image
 
-__all__ = ["derived_study_id", "write_ct_series"]
+__all__ = ["derived_study_id", "source_slices", "write_ct_series"]
 
 SH_MAX = 16  # characters of a DICOM SH (short string) value, e.g. StudyID
+
+
+def source_slices(
+    source: str | os.PathLike[str] | Sequence[Any],
+    *,
+    series_uid: str | None = None,
+    refuse_multiframe: str | None = None,
+) -> list[Any]:
+    """Header-only datasets of the image slices of one source series (what a SEG or RTSTRUCT references).
+
+    ``source`` is a folder (searched recursively), one file, or a list of files and/or pydicom Datasets.
+    Unreadable and non-DICOM files are skipped, and so are segmentations (Modality SEG) and objects that are
+    not image slices (no ImagePositionPatient / Rows / SOPInstanceUID). ``series_uid`` keeps one series.
+
+    Raises
+    ------
+    InputError
+        No image slice found, the slices belong to several series, or a multi-frame image is given while
+        ``refuse_multiframe`` names what cannot take one (e.g. ``"SEG writing"``).
+    """
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        items: list[Any] = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    else:
+        items = list(source)
+    out = []
+    for it in items:
+        if isinstance(it, Dataset):
+            ds = it
+        else:
+            try:
+                ds = pydicom.dcmread(str(it), stop_before_pixels=True)
+            except Exception:
+                continue
+        if str(ds.get("Modality", "")).upper() == "SEG":
+            continue
+        if refuse_multiframe and int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+            raise InputError(
+                f"{it if not isinstance(it, Dataset) else source}: multi-frame source images are not supported for "
+                f"{refuse_multiframe} yet; convert the series to single-frame files or write the mask as NIfTI"
+            )
+        if "ImagePositionPatient" in ds and "Rows" in ds and "SOPInstanceUID" in ds:
+            out.append(ds)
+    if series_uid is not None:
+        out = [d for d in out if str(getattr(d, "SeriesInstanceUID", "")) == series_uid]
+    if not out:
+        which = f" of series {series_uid}" if series_uid is not None else ""
+        raise InputError(f"{source}: no DICOM image slices{which} found among {len(items)} inputs")
+    series = {str(d.SeriesInstanceUID) for d in out}
+    if len(series) > 1:
+        raise InputError(f"{source}: the source files hold {len(series)} series; give the files of one series")
+    return out
 
 
 def derived_study_id(source_ds: Any) -> str:

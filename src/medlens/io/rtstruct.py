@@ -376,32 +376,6 @@ def _ds(v: float) -> str:
     return "0" if s in ("-0", "") else s
 
 
-def _reference_datasets(reference_dicom_files: PathLike | Sequence[PathLike]) -> list[Any]:
-    if isinstance(reference_dicom_files, (str, os.PathLike)):
-        p = Path(reference_dicom_files)
-        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-    else:
-        files = [Path(f) for f in reference_dicom_files]
-    if not files:
-        raise InputError(f"{reference_dicom_files}: no reference DICOM files")
-    import pydicom
-
-    out = []
-    for f in files:
-        try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True)
-        except Exception:
-            continue
-        if hasattr(ds, "ImagePositionPatient") and hasattr(ds, "SOPInstanceUID"):
-            out.append(ds)
-    if not out:
-        raise InputError(f"{reference_dicom_files}: no DICOM image slices among {len(files)} files")
-    series = {str(d.SeriesInstanceUID) for d in out}
-    if len(series) > 1:
-        raise InputError(f"{reference_dicom_files}: reference files hold {len(series)} series; give one series")
-    return out
-
-
 def write_rtstruct(
     masks: Mapping[str, Image],
     reference_dicom_files: PathLike | Sequence[PathLike],
@@ -451,7 +425,9 @@ def write_rtstruct(
         raise InputError("write_rtstruct needs at least one mask (name -> boolean Image)")
     if algorithm not in ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"):
         raise InputError(f"algorithm must be AUTOMATIC, SEMIAUTOMATIC or MANUAL, got {algorithm!r}")
-    refs = _reference_datasets(reference_dicom_files)
+    from medlens.io.dicom_write import source_slices
+
+    refs = source_slices(reference_dicom_files)
     ref0 = refs[0]
     for_uid = str(getattr(ref0, "FrameOfReferenceUID", ""))
     if not for_uid:

@@ -226,45 +226,6 @@ def read_seg(path: PathLike, *, reference: Image, roi: str | None = None) -> Ima
     )
 
 
-def _source_datasets(source: PathLike | Sequence[Any], series_uid: str | None = None) -> list[Any]:
-    import pydicom
-    from pydicom.dataset import Dataset
-
-    if isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-        items: list[Any] = files
-    else:
-        items = list(source)
-    out = []
-    for it in items:
-        if isinstance(it, Dataset):
-            out.append(it)
-            continue
-        try:
-            ds = pydicom.dcmread(str(it), stop_before_pixels=True)
-        except Exception:
-            continue
-        if is_seg(ds):
-            continue
-        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-            raise InputError(
-                f"{it}: multi-frame source images are not supported for SEG writing yet; "
-                "convert the series to single-frame files or write the mask as NIfTI"
-            )
-        if "ImagePositionPatient" in ds and "Rows" in ds:
-            out.append(ds)
-    if series_uid is not None:
-        out = [d for d in out if str(getattr(d, "SeriesInstanceUID", "")) == series_uid]
-    if not out:
-        which = f" of series {series_uid}" if series_uid is not None else ""
-        raise InputError(f"{source}: no source DICOM image slices{which} found")
-    series = {str(d.SeriesInstanceUID) for d in out}
-    if len(series) > 1:
-        raise InputError(f"{source}: the source files hold {len(series)} series; give the files of one series")
-    return out
-
-
 def write_seg(
     mask: Image | Mapping[str, Image],
     source_datasets_or_dir: PathLike | Sequence[Any],
@@ -337,7 +298,9 @@ def write_seg(
         if not m.same_grid(first):
             raise GeometryError(f"masks {next(iter(masks))!r} and {name!r} are on different grids")
 
-    refs = _source_datasets(source_datasets_or_dir, series_uid)
+    from medlens.io.dicom_write import source_slices
+
+    refs = source_slices(source_datasets_or_dir, series_uid=series_uid, refuse_multiframe="SEG writing")
     src_for = str(getattr(refs[0], "FrameOfReferenceUID", ""))
     mask_for = first.meta.frame_of_reference_uid
     if mask_for and src_for and mask_for != src_for:
