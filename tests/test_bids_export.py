@@ -11,9 +11,9 @@ import pytest
 
 import medlens
 from medlens.catalog import scan
+from medlens.catalog.bids import export_bids
 from medlens.cli import main
 from medlens.core.errors import InputError
-from medlens.io.bids import export_bids
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow an existing, non-empty output.")] = False,
     ) -> None:
         """Export the catalogued image series as BIDS-style NIfTI + JSON sidecars."""
-        from medlens.io.bids import export_bids
+        from medlens.catalog.bids import export_bids
 
         rep = export_bids(catalog, output_dir, overwrite=overwrite)
         typer.echo(rep.summary())
