@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from medlens.core.errors import MedlensWarning
+from medlens.radiomics.texture._common import bbox
 
 __all__ = ["RadiomicsWarning", "image_diagnostics", "roi_diagnostics", "warn_feature"]
 
@@ -52,11 +53,7 @@ def _bb(mask: np.ndarray) -> list[float]:
     if not mask.any():
         return [math.nan] * 3
     # per-axis projections instead of np.nonzero: no index arrays of the ROI size
-    out = []
-    for ax in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
-        out.append(float(hit[-1] - hit[0] + 1))
-    return out
+    return [float(b.stop - b.start) for b in bbox(mask)]
 
 
 def roi_diagnostics(

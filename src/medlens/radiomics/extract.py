@@ -25,6 +25,7 @@ from medlens.radiomics.local_intensity import local_intensity_features
 from medlens.radiomics.morphology import MORPH_TAGS, morphology_features
 from medlens.radiomics.pipeline import ProcessedROI, process
 from medlens.radiomics.settings import RadiomicsSettings, load_preset
+from medlens.radiomics.texture._common import bbox
 
 __all__ = ["extract", "extract_processed"]
 
@@ -94,7 +95,7 @@ def extract_processed(roi: ProcessedROI, settings: RadiomicsSettings) -> dict[st
         hints = []
         if n_morph < 2:
             hints.append("the ROI has a single voxel")
-        elif min(int(np.ptp(ix)) for ix in np.nonzero(roi.morph_mask)) == 0:
+        elif min(b.stop - b.start for b in bbox(roi.morph_mask)) == 1:  # one plane thick along some axis
             hints.append("the ROI is flat (all voxel centres in one plane or line): PCA-based axes degenerate")
         if vals.size >= 2 and float(np.ptp(vals)) == 0.0:
             hints.append("the ROI intensities are constant (zero variance)")

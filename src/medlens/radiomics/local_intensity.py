@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from medlens.radiomics.texture._common import bbox
+
 __all__ = ["local_intensity_features", "spherical_kernel"]
 
 
@@ -48,9 +50,9 @@ def local_intensity_features(
     # the sphere row by row: the half-width in x of each (dz, dy) row (-1 where the row is empty)
     half_x = np.where(kern.any(axis=2), kern.sum(axis=2) // 2, -1).astype(np.int64)
     half = [k // 2 for k in kern.shape]
-    idx = [np.flatnonzero(int_mask.any(axis=tuple(b for b in range(3) if b != ax))) for ax in range(3)]
-    lo = [max(0, int(i[0]) - h) for i, h in zip(idx, half)]
-    hi = [min(n, int(i[-1]) + 1 + h) for i, n, h in zip(idx, image.shape, half)]
+    box = bbox(int_mask)
+    lo = [max(0, b.start - h) for b, h in zip(box, half)]
+    hi = [min(n, b.stop + h) for b, n, h in zip(box, image.shape, half)]
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
     # spheres around ROI voxels stay inside this crop or leave the image: voxels outside it do not count
     crop = np.ascontiguousarray(image[sl], dtype=np.float64)

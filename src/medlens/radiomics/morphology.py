@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from medlens.radiomics.texture._common import bbox
+
 __all__ = ["MORPH_TAGS", "moran_geary", "morphology_features"]
 
 MORPH_TAGS = (
@@ -156,13 +158,10 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     n = int(mask.sum())
     if n < 2:
         return math.nan, math.nan
-    sl = []
-    for ax in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
-        sl.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    msk = mask[tuple(sl)]
+    sl = bbox(mask)
+    msk = mask[sl]
     # only ROI voxels enter the sums: work on the vectors of ROI values (C order), not on box-sized copies
-    yv = np.asarray(values[tuple(sl)][msk], dtype=np.float64)
+    yv = np.asarray(values[sl][msk], dtype=np.float64)
     yv = yv - float(yv.mean())
     shp = msk.shape
     # The kernel w(d) = 1/|d| is even in every axis, so a circular correlation of period L >= 2n-2
@@ -256,11 +255,7 @@ def morphology_features(
     from medlens.radiomics._kernels import mask_moments
 
     # bounding box of the morphological mask (the intensity mask lies inside it)
-    box = []
-    for ax in range(morph_mask.ndim):
-        hit = np.flatnonzero(morph_mask.any(axis=tuple(a for a in range(morph_mask.ndim) if a != ax)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    box_t = tuple(box)
+    box_t = bbox(morph_mask)
     # positions (mm) in the box frame: the centre-of-mass shift and the PCA do not depend on the origin
     n_m, mean_m, cov_m, n_i, v_sum, vp = mask_moments(
         np.ascontiguousarray(image[box_t], dtype=np.float64),
