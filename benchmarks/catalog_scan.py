@@ -57,7 +57,7 @@ def main() -> int:
     import pydicom
 
     from medlens.catalog import scan
-    from medlens.deid import deidentify
+    from medlens.io.deid import deidentify
 
     arch = args.workdir / "archive"
     t = time.perf_counter()

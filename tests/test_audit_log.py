@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from medlens.audit import AuditLog, file_sha256, verify
 from medlens.cli import main
+from medlens.core.audit import AuditLog, file_sha256, verify
 from medlens.core.errors import InputError
 
 
@@ -55,7 +55,7 @@ def test_audit_detects_edit(tmp_path: Path) -> None:
 
 def test_audit_detects_edit_with_rehash(tmp_path: Path) -> None:
     # A forger who recomputes the edited entry's own hash still breaks the next link.
-    from medlens.audit import entry_hash
+    from medlens.core.audit import entry_hash
 
     log = _make(tmp_path / "a.jsonl")
     lines = _lines(log.path)

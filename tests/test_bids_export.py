@@ -30,13 +30,13 @@ def bids_catalog(sts_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def test_bids_export_layout_and_content(bids_catalog: Path, sts_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bids"
-    rep = export_bids(bids_catalog, out)
-    assert (rep.n_participants, rep.n_images, rep.n_masks) == (2, 3, 3) and not rep.skipped
+    rep = export_bids(bids_catalog, out)  # STS_001: CT, PET, MR; STS_030: PET, MR
+    assert (rep.n_participants, rep.n_images, rep.n_masks) == (2, 5, 5) and not rep.skipped
     ct = out / "sub-STS001" / "ses-01" / "anat" / "sub-STS001_ses-01_ct.nii.gz"
     pet = out / "sub-STS001" / "ses-01" / "pet" / "sub-STS001_ses-01_pet.nii.gz"
     assert ct.is_file() and pet.is_file()
     assert (out / "sub-STS030" / "ses-01" / "pet" / "sub-STS030_ses-01_pet.nii.gz").is_file()
-    assert not (out / "sub-STS030" / "ses-01" / "anat").exists()
+    assert not (out / "sub-STS030" / "ses-01" / "anat" / "sub-STS030_ses-01_ct.nii.gz").exists()  # no CT
     # The NIfTI holds the same voxels and geometry as the DICOM series.
     for nii, dcm in ((ct, sts_dir / "STS_001" / "CT" / "image"), (pet, sts_dir / "STS_001" / "PET" / "image")):
         a, b = medlens.read_image(dcm), medlens.read_image(nii)
@@ -73,4 +73,4 @@ def test_bids_refusals_and_cli(bids_catalog: Path, tmp_path: Path, capsys: pytes
     assert main(["export-bids", str(bids_catalog), str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export-bids", str(bids_catalog), str(out), "--overwrite"]) == 0
-    assert "3 images" in capsys.readouterr().out
+    assert "5 images" in capsys.readouterr().out

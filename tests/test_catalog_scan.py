@@ -34,9 +34,9 @@ def test_catalog_shared_data_counts(shared_catalog: tuple[Path, object], sts_dir
         assert pats["patient_id"].tolist() == ids and len(ids) == 51
         sts = "patient_id LIKE 'STS_%'"
         n = cat.query(f"SELECT modality, count(*) AS n FROM series WHERE {sts} GROUP BY 1").set_index("modality")["n"]
-        assert n.to_dict() == {"PT": 51, "CT": 20, "RTSTRUCT": 71}
+        assert n.to_dict() == {"PT": 51, "CT": 20, "MR": 51, "RTSTRUCT": 122}
         ss = cat.query(f"SELECT * FROM structure_sets WHERE {sts}")
-        assert len(ss) == 71 and ss["referenced_series_found"].all()
+        assert len(ss) == 122 and ss["referenced_series_found"].all()
         # Every RTSTRUCT points at an image series of its own patient, of the modality its folder says.
         joined = cat.query(
             f"""SELECT s.path, s.referenced_modality, r.patient_id = s.patient_id AS same
@@ -44,9 +44,9 @@ def test_catalog_shared_data_counts(shared_catalog: tuple[Path, object], sts_dir
         )
         assert joined["same"].all()
         for path, mod in zip(joined["path"], joined["referenced_modality"], strict=True):
-            assert ("/PET/" in path) == (mod == "PT")
+            assert ("/PET/" in path) == (mod == "PT") and ("/MR_T1/" in path) == (mod == "MR")
         rois = set(ss["roi_names"].map(tuple))
-        assert rois == {("GTV_Mass_PET",), ("GTV_Mass_CT",)}
+        assert rois == {("GTV_Mass_PET",), ("GTV_Mass_CT",), ("GTV_Mass_MR_T1",)}
         # The IBSI CT phantom: 60 slices and its RTSTRUCT with GTV-1 resolved.
         ph = cat.query("SELECT * FROM series WHERE first_path LIKE '%ct_phantom/dicom/image%'")
         assert len(ph) == 1 and ph["n_instances"][0] == 60 and ph["modality"][0] == "CT"

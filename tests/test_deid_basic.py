@@ -17,7 +17,7 @@ import pytest
 
 from conftest import need_tool
 from medlens.core.errors import InputError
-from medlens.deid import Deidentifier, Option, action_for, deidentify, load_table, row_for
+from medlens.io.deid import Deidentifier, Option, action_for, deidentify, load_table, row_for
 
 PYDICOM_FILES = [
     "CT_small.dcm",
@@ -197,8 +197,8 @@ def test_deid_pixels_geometry_and_references(deid_run: dict[str, Any]) -> None:
     with Catalog(deid_run["base"] / "out.duckdb") as cat:
         ss = cat.structure_sets()
         sts = ss[(ss["modality"] == "RTSTRUCT") & ss["referenced_series_found"]]
-        assert len(sts) == 6  # 3 patients x (PET + CT); pydicom's rtstruct.dcm has no images here
-        assert (ss["modality"] == "RTSTRUCT").sum() == 7
+        assert len(sts) == 9  # 3 patients x (PET + CT + MR); pydicom's rtstruct.dcm has no images here
+        assert (ss["modality"] == "RTSTRUCT").sum() == 10
         sops = set(cat.query("SELECT sop_instance_uid FROM instances")["sop_instance_uid"])
     # Contour -> image references are remapped with the same function as the images' SOP Instance UIDs.
     # (In the STS data they do not resolve even in the input: the IBSI re-created the images with new
@@ -224,7 +224,7 @@ def test_deid_pixels_geometry_and_references(deid_run: dict[str, Any]) -> None:
         assert refs_in and contour_refs(dst) == {d.uid(u) for u in refs_in}
         assert {d.uid(u) for u in refs_in & sops_in} <= sops
         n += 1
-    assert n == 6
+    assert n == 9
 
 
 @pytest.mark.slow
@@ -279,7 +279,7 @@ def test_deid_private_allow_list_and_burned_in(tmp_path: Path) -> None:
     keep = sorted(creators)[0]
     ds.BurnedInAnnotation = "YES"
     ds.save_as(inp / "a.dcm")
-    from medlens.deid import BurnedInAnnotationWarning
+    from medlens.io.deid import BurnedInAnnotationWarning
 
     with pytest.warns(BurnedInAnnotationWarning, match="BurnedInAnnotation=YES"):
         rep = deidentify(inp, tmp_path / "out", private_creators=[keep])

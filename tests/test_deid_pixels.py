@@ -13,7 +13,7 @@ import pytest
 
 from conftest import need_tool
 from medlens.core.errors import InputError
-from medlens.deid import PixelRegion, deidentify
+from medlens.io.deid import PixelRegion, deidentify
 
 US_TOP = "US:640x480:0,0,640,60"  # the header band of pydicom's 640x480 ultrasound images
 

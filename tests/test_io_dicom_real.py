@@ -123,9 +123,11 @@ def test_list_series_sts_patient_pairs_rtstructs_with_images(sts_dir):
     infos = list_series(sts_dir / "STS_001")
     images = {s.modality: s for s in infos if s.is_image}
     structs = {s.rois[0]: s for s in infos if s.modality == "RTSTRUCT"}
-    assert set(images) == {"CT", "PT"} and set(structs) == {"GTV_Mass_CT", "GTV_Mass_PET"}
+    assert set(images) == {"CT", "PT", "MR"}
+    assert set(structs) == {"GTV_Mass_CT", "GTV_Mass_PET", "GTV_Mass_MR_T1"}
     assert structs["GTV_Mass_CT"].referenced_series_uid == images["CT"].series_uid
     assert structs["GTV_Mass_PET"].referenced_series_uid == images["PT"].series_uid
+    assert structs["GTV_Mass_MR_T1"].referenced_series_uid == images["MR"].series_uid
     assert images["PT"].units == "SUVbw" and images["CT"].units == "HU"
 
 

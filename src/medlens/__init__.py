@@ -16,8 +16,7 @@ from medlens.core import (
     MedlensError,
     Units,
 )
-
-__version__ = "0.1.0"
+from medlens.core._version import __version__
 
 __all__ = [
     "FormatError",

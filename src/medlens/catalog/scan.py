@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from medlens.core.errors import InputError
+from medlens.core.parallel import BatchMapper
 
 #: Fewer changed files than this are read in the calling process (starting workers costs more).
 MIN_FILES_FOR_WORKERS = 64
@@ -156,18 +157,11 @@ def _walk(root: Path) -> Iterator[tuple[str, int, int]]:
             continue
 
 
-def _read_all(todo: list[tuple[str, int, int]], workers: int) -> list[dict[str, Any]]:
+def _read_all(todo: list[tuple[str, int, int]], workers: int, mapper: BatchMapper | None) -> list[dict[str, Any]]:
     from medlens.catalog._headers import read_headers
+    from medlens.core.parallel import map_batches
 
-    if workers <= 1 or len(todo) < MIN_FILES_FOR_WORKERS:
-        return read_headers(todo)
-    import dask
-    import dask.bag as db
-
-    # Several partitions per worker keep them busy when files differ in size.
-    bag = db.from_sequence(todo, npartitions=min(len(todo), workers * 4)).map_partitions(read_headers)
-    with dask.config.set({"multiprocessing.context": "spawn"}):
-        return list(bag.compute(scheduler="processes", num_workers=workers))
+    return map_batches(read_headers, todo, workers=workers, min_items=MIN_FILES_FOR_WORKERS, mapper=mapper)
 
 
 def _geometry_findings(con: Any, series_uids: list[str]) -> list[dict[str, str]]:
@@ -209,6 +203,7 @@ def scan(
     *,
     workers: int | None = None,
     audit_log: str | os.PathLike[str] | None = None,
+    mapper: BatchMapper | None = None,
 ) -> ScanReport:
     """Scan ``root`` recursively into the DuckDB catalog ``db`` (created or updated).
 
@@ -221,9 +216,13 @@ def scan(
         catalog's; files that disappeared are dropped.
     workers
         Processes reading headers (default: the number of CPU cores). ``1`` reads in this
-        process, without starting a Dask scheduler.
+        process, without starting any worker.
+    mapper
+        Who provides the workers (:class:`medlens.core.parallel.BatchMapper`); default a
+        standard-library process pool. ``medlens catalog scan`` passes Dask's
+        (:func:`medlens.pipeline.parallel.dask_mapper`).
     audit_log
-        Optional audit log (:class:`medlens.audit.AuditLog`) to which the scan is appended.
+        Optional audit log (:class:`medlens.core.audit.AuditLog`) to which the scan is appended.
 
     Returns
     -------
@@ -279,7 +278,7 @@ def scan(
             len(found) - len(todo),
             len(removed),
         )
-        records = _read_all(todo, nworkers) if todo else []
+        records = _read_all(todo, nworkers, mapper) if todo else []
         files = pd.DataFrame([r["file"] for r in records], columns=["path", "size", "mtime_ns", "status", "reason"])
         inst = pd.DataFrame([r["instance"] for r in records if r["instance"] is not None])
         rois = pd.DataFrame([dict(roi, path=r["file"]["path"]) for r in records for roi in r["rois"]])
@@ -323,7 +322,7 @@ def scan(
         con.close()
     rep.seconds = time.perf_counter() - t0
     if audit_log is not None:
-        from medlens.audit import AuditLog
+        from medlens.core.audit import AuditLog
 
         AuditLog(audit_log).append(
             action="catalog.scan",

@@ -29,8 +29,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Scan DIRECTORY (headers only, incrementally) into the catalog."""
         from medlens.catalog import scan
+        from medlens.pipeline.parallel import dask_mapper
 
-        rep = scan(directory, db, workers=workers, audit_log=audit)
+        rep = scan(directory, db, workers=workers, audit_log=audit, mapper=dask_mapper)
         typer.echo(rep.summary())
 
     @catalog_app.command("ls")
@@ -87,7 +88,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """De-identify INPUT_DIR into OUTPUT_DIR (DICOM PS3.15 Annex E Basic Profile)."""
-        from medlens.deid import deidentify
+        from medlens.io.deid import deidentify
+        from medlens.pipeline.parallel import dask_mapper
 
         rep = deidentify(
             input_dir,
@@ -98,6 +100,7 @@ def register(app: typer.Typer) -> None:
             key_file=key_file,
             overwrite=overwrite,
             workers=workers,
+            mapper=dask_mapper,
             audit_log=audit,
             clean_pixels=tuple(clean_pixels or ()),
         )
@@ -123,7 +126,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Verify the hash chain; exit code 3 and the first bad entry when it was tampered with."""
-        from medlens.audit import verify
+        from medlens.core.audit import verify
         from medlens.core.errors import FormatError
 
         res = verify(log, expect_count=expect_count)

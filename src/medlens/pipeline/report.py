@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from medlens.audit import AuditLog
 from medlens.core.atomic import atomic_write_text
+from medlens.core.audit import AuditLog
 from medlens.pipeline.config import RunConfig
 
 __all__ = ["write_report"]
@@ -134,7 +134,7 @@ def _km_plot(surv: dict[str, Any]) -> str:
     """Kaplan-Meier curves of the cases above / below the median out-of-fold risk."""
     import matplotlib.pyplot as plt
 
-    from medlens.pipeline.model import kaplan_meier
+    from medlens.learn.tabular import kaplan_meier
 
     t, e, r = (np.asarray(surv[k], dtype=float) for k in ("time", "event", "risk"))
     high = r > np.median(r)

@@ -392,7 +392,7 @@ class RunResult:
 def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunResult:
     """Run a whole cohort: cases -> feature store -> model with cross-validation -> HTML report."""
     import medlens
-    from medlens.audit import AuditLog
+    from medlens.core.audit import AuditLog
     from medlens.pipeline import store
 
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 preprocess recipe from the run configuration, and the mask from ``mask.method``.
 
 Reading, features and the audit log are done by the real modules directly (:mod:`medlens.io`,
-:mod:`medlens.radiomics`, :mod:`medlens.audit`); only what the pipeline adds lives here.
+:mod:`medlens.radiomics`, :mod:`medlens.core.audit`); only what the pipeline adds lives here.
 """
 
 from __future__ import annotations

@@ -15,13 +15,15 @@ import time
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from medlens.core.atomic import atomic_path
 from medlens.core.errors import InputError, MedlensWarning
-from medlens.deid.pixels import CLEAN_PIXEL_CODE, PixelRegion, blank_regions, parse_regions
-from medlens.deid.profile import BASIC_CODE, OPTION_CODES, Option, action_for, row_for
+from medlens.core.parallel import BatchMapper, map_batches
+from medlens.io.deid.pixels import CLEAN_PIXEL_CODE, PixelRegion, blank_regions, parse_regions
+from medlens.io.deid.profile import BASIC_CODE, OPTION_CODES, Option, action_for, row_for
 
 __all__ = ["DeidReport", "Deidentifier", "deidentify"]
 
@@ -336,6 +338,7 @@ def deidentify(
     workers: int | None = 1,
     audit_log: str | os.PathLike[str] | None = None,
     clean_pixels: Iterable[str | PixelRegion] = (),
+    mapper: BatchMapper | None = None,
 ) -> DeidReport:
     """De-identify every DICOM file under ``input_dir`` into ``output_dir``.
 
@@ -366,14 +369,17 @@ def deidentify(
     overwrite
         Allow writing into an existing output that is not an interrupted run with the same settings.
     workers
-        Processes (Dask multiprocessing scheduler over partitions of the file list); ``None``: the
-        number of CPU cores; ``1`` (default): in this process.
+        Processes over partitions of the file list; ``None``: the number of CPU cores; ``1``
+        (default): in this process.
     audit_log
         Optional audit log to which the run is appended.
     clean_pixels
         Clean Pixel Data: rectangles to blank in every frame of the images they match
-        (:class:`~medlens.deid.pixels.PixelRegion` or its text form ``"US:640x480:0,0,640,60"``; see
-        :mod:`medlens.deid.pixels`). Cleaned images are written uncompressed and carry code 113101.
+        (:class:`~medlens.io.deid.pixels.PixelRegion` or its text form ``"US:640x480:0,0,640,60"``; see
+        :mod:`medlens.io.deid.pixels`). Cleaned images are written uncompressed and carry code 113101.
+    mapper
+        Who provides the workers (:class:`medlens.core.parallel.BatchMapper`); default a
+        standard-library process pool; ``medlens deid`` passes Dask's.
     """
 
     t0 = time.perf_counter()
@@ -437,16 +443,7 @@ def deidentify(
         "out": str(out),
         "clean_pixels": [r.spec() for r in regions],
     }
-    if nworkers <= 1 or len(paths) < 64:
-        records = _process_batch(paths, cfg)
-    else:
-        import dask
-        import dask.bag as db
-
-        bag = db.from_sequence(paths, npartitions=min(len(paths), nworkers * 4))
-        bag = bag.map_partitions(_process_batch, cfg)
-        with dask.config.set({"multiprocessing.context": "spawn"}):
-            records = list(bag.compute(scheduler="processes", num_workers=nworkers))
+    records = map_batches(partial(_process_batch, cfg=cfg), paths, workers=nworkers, min_items=64, mapper=mapper)
     done: dict[str, str] = {}
     for r in records:  # in input-path order, as the bag keeps partition order
         if r["status"] == "skipped":
@@ -475,7 +472,7 @@ def deidentify(
     atomic_write_text(state_path, json.dumps({"settings": settings, "status": "complete"}, indent=1))
     rep.seconds = time.perf_counter() - t0
     if audit_log is not None:
-        from medlens.audit import AuditLog
+        from medlens.core.audit import AuditLog
 
         AuditLog(audit_log).append(
             action="deid",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medlens.core.errors import InputError
-from medlens.pipeline.model import (
+from medlens.learn.tabular import (
     BatchHarmoniser,
     RidgeCox,
     bootstrap_auc_ci,
@@ -165,7 +165,7 @@ def test_combat_removes_batch_effects_and_handles_nan() -> None:
 
 
 def test_kaplan_meier_by_hand() -> None:
-    from medlens.pipeline.model import kaplan_meier
+    from medlens.learn.tabular import kaplan_meier
 
     # times 1(event) 2(censored) 3(event) 4(event): S = 1, 3/4, then 3/4 * 1/2, then 0
     x, s = kaplan_meier(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1, 0, 1, 1]))
@@ -199,7 +199,7 @@ def _cox_score_loop(x: np.ndarray, t: np.ndarray, e: np.ndarray) -> float:
 
 
 def test_cox_score_test_matches_the_definition_with_ties() -> None:
-    from medlens.pipeline.model import cox_score_test
+    from medlens.learn.tabular import cox_score_test
 
     rng = np.random.default_rng(12)
     x = rng.normal(size=(40, 3))

