@@ -337,7 +337,7 @@ def read_measurement_sr(path: PathLike) -> list[dict[str, Any]]:
         sr = hd.sr.srread(str(p))
     except Exception as exc:
         raise FormatError(f"{p}: not a readable DICOM SR ({type(exc).__name__}: {exc})") from exc
-    report = sr.content
+    report: Any = sr.content  # a MeasurementReport for TID 1500 documents
     by_codes = {(c[0][0], c[0][1], None if c[1] is None else c[1][0]): k for k, c in MEASUREMENT_CODES.items()}
     out = []
     for g in report.get_volumetric_roi_measurement_groups():
