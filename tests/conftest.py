@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The `orthanc` fixture (a real Orthanc started on loopback ports) for the service tests.
+pytest_plugins = ["_orthanc"]
+
 SHARED_DATA = Path(os.environ.get("MEDLENS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -100,7 +100,7 @@ class StoredInstance:
     series_uid: str
     study_uid: str
     path: Path
-    sha256: str
+    dataset_sha256: str  # of the data set after the file meta (the sender's meta differs per sender)
 
 
 def _check_uid(value: Any, *, name: str, source: str) -> str:
@@ -204,6 +204,21 @@ def _check_pixels(ds: Any, *, source: str) -> None:
                 f"{source}: pixel data has {len(value)} bytes, {expected_bytes} expected from Rows x Columns x "
                 "SamplesPerPixel x NumberOfFrames x BitsAllocated; the file is truncated"
             )
+
+
+def dataset_digest(data: bytes) -> str:
+    """SHA-256 of a Part 10 file's data set, without preamble and file meta (PS3.10 7.1).
+
+    The file meta names the sending implementation and AE, so the same instance sent by two
+    peers differs there; its data set does not.
+    """
+    import struct
+
+    # (0002,0000) UL FileMetaInformationGroupLength comes first, explicit VR LE: tag, 'UL', 2-byte length, value.
+    if len(data) >= 144 and data[132:138] == b"\x02\x00\x00\x00UL":
+        (group_len,) = struct.unpack("<I", data[140:144])
+        return hashlib.sha256(data[144 + group_len :]).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _sop_class_name(uid: str) -> str:
@@ -344,12 +359,12 @@ class StudyStore:
             self._refused(source, exc)
             raise
         sop, series, study = ids["sop_instance_uid"], ids["series_uid"], ids["study_uid"]
-        digest = hashlib.sha256(data).hexdigest()
+        digest = dataset_digest(data)
         target = self.dicom_dir / study / series / f"{sop}.dcm"
         with self._lock:
             known = self._index.get(sop)
         if known is not None:
-            return self._duplicate(known, digest, source=source)
+            return self._duplicate(known, digest, data, source=source)
         tmp = self._incoming / f"{uuid.uuid4().hex}.part"
         try:
             with open(tmp, "wb") as fh:
@@ -375,19 +390,28 @@ class StudyStore:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         if known is not None:
-            return self._duplicate(known, digest, source=source)
+            return self._duplicate(known, digest, data, source=source)
         if self.audit is not None:
             self.audit.append(
                 action="serve.instance.stored",
                 inputs={"source": source},
                 outputs=[str(target)],
-                details={**ids, "sha256": digest, "bytes": len(data)},
+                details={**ids, "dataset_sha256": digest, "bytes": len(data)},
             )
         log.debug("stored %s from %s", target, source)
         return target
 
-    def _duplicate(self, known: StoredInstance, digest: str, *, source: str) -> Path:
-        if known.sha256 == digest:
+    def _duplicate(self, known: StoredInstance, digest: str, data: bytes, *, source: str) -> Path:
+        identical = known.dataset_sha256 == digest
+        if not identical:
+            # Same content in another transfer syntax or element encoding is still the same instance.
+            import pydicom
+
+            try:
+                identical = pydicom.dcmread(io.BytesIO(data)) == pydicom.dcmread(known.path)
+            except Exception:
+                identical = False
+        if identical:
             if self.audit is not None:
                 self.audit.append(
                     action="serve.instance.duplicate",
@@ -415,7 +439,7 @@ class StudyStore:
 
     def _index_file(self, path: Path) -> StoredInstance:
         study, series, sop = path.parent.parent.name, path.parent.name, path.stem
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = dataset_digest(path.read_bytes())
         sop_class = ""
         with contextlib.suppress(Exception):
             import pydicom
