@@ -44,6 +44,17 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def free_port(lo: int, hi: int, *, skip: tuple[int, ...] = ()) -> int:
+    """A free TCP port on 127.0.0.1 in ``lo..hi``, starting at an offset per xdist worker."""
+    span = hi - lo + 1
+    start = _worker_offset() % span
+    for i in range(span):
+        port = lo + (start + i) % span
+        if port not in skip and _port_free(port):
+            return port
+    raise RuntimeError(f"no free port in {lo}-{hi}")
+
+
 def free_port_pair(offset: int = 0) -> tuple[int, int]:
     """Two free ports in 11300-11399 (``offset`` separates xdist workers)."""
     port = PORT_BASE + offset

@@ -58,6 +58,7 @@ def need_tool(name: str) -> str:
     """Path of an external program, or skip naming the Debian package that provides it."""
     path = shutil.which(name)
     if path is None:
-        hints = {"dciodvfy": "dicom3tools", "storescu": "dcmtk", "findscu": "dcmtk", "chromium": "chromium"}
+        hints = {"dciodvfy": "dicom3tools", "chromium": "chromium"}
+        hints |= dict.fromkeys(("storescu", "findscu", "echoscu"), "dcmtk")
         pytest.skip(f"{name} is not installed (apt-get install {hints.get(name, name)}; .ci/run installs it)")
     return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _orthanc import Orthanc
+from _orthanc import Orthanc, free_port
 from conftest import need_tool
 
 pytest.importorskip("pynetdicom")
@@ -27,18 +26,8 @@ AET = "MEDLENS"
 
 
 def free_node_port() -> int:
-    """A free port in 11100-11149 (this node's range; xdist workers start apart)."""
-    wid = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    start = 11100 + (10 * int(wid) if wid.isdigit() else 0) % 50
-    for i in range(50):
-        port = 11100 + (start - 11100 + i) % 50
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 11100-11149")
+    """A free port in 11100-11149 (this node's range)."""
+    return free_port(11100, 11149)
 
 
 class Node:
