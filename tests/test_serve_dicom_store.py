@@ -117,6 +117,10 @@ def test_store_atomic_layout_idempotent_duplicates_and_catalog(tmp_path: Path, s
     # A new store on the same folder finds what was stored.
     with StudyStore(tmp_path / "s") as again:
         assert len(again) == 5 and again.path(paths[2].stem) == paths[2]
+        assert again.add_file(files[2]) == paths[2]  # still idempotent after a restart
+        with pytest.raises(DuplicateInstanceError):
+            again.add_dataset(ds, source="test")
+        assert paths[1].read_bytes() == files[1].read_bytes()
 
 
 def test_store_refuses_garbage_and_unsupported_storing_nothing(tmp_path: Path, sts_dir: Path) -> None:

@@ -96,7 +96,7 @@ class StoredInstance:
     """Identity of one stored instance (the in-memory index entry)."""
 
     sop_instance_uid: str
-    sop_class_uid: str
+    sop_class_uid: str  # empty for entries rebuilt from the files of an earlier run
     series_uid: str
     study_uid: str
     path: Path
@@ -402,7 +402,7 @@ class StudyStore:
         return target
 
     def _duplicate(self, known: StoredInstance, digest: str, data: bytes, *, source: str) -> Path:
-        identical = known.dataset_sha256 == digest
+        identical = (known.dataset_sha256 or dataset_digest(known.path.read_bytes())) == digest
         if not identical:
             # Same content in another transfer syntax or element encoding is still the same instance.
             import pydicom
@@ -437,15 +437,11 @@ class StudyStore:
 
     # ------------------------------------------------------------------------------- the index
 
-    def _index_file(self, path: Path) -> StoredInstance:
+    def _index_file(self, path: Path, *, lazy: bool = False) -> StoredInstance:
+        """Index entry of a stored file; ``lazy``: from its path only (hash read when a duplicate needs it)."""
         study, series, sop = path.parent.parent.name, path.parent.name, path.stem
-        digest = dataset_digest(path.read_bytes())
-        sop_class = ""
-        with contextlib.suppress(Exception):
-            import pydicom
-
-            sop_class = str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID)
-        entry = StoredInstance(sop, sop_class, series, study, path, digest)
+        digest = "" if lazy else dataset_digest(path.read_bytes())
+        entry = StoredInstance(sop, "", series, study, path, digest)
         with self._lock:
             self._index[sop] = entry
         return entry
@@ -459,7 +455,7 @@ class StudyStore:
                 if not series_dir.is_dir():
                     continue
                 for f in series_dir.glob("*.dcm"):
-                    self._index_file(f)
+                    self._index_file(f, lazy=True)
 
     def path(self, sop_instance_uid: str) -> Path:
         """Path of a stored instance; :class:`NotInStoreError` when unknown."""
