@@ -114,6 +114,8 @@ async function showVolumes() {
   }
   nv.updateGLVolume();
   showPresets(bg.modality);
+  // CT opens in the soft-tissue window; PET and MR in NiiVue's robust range of the volume.
+  if (bg.modality === "CT") setWindow(40, 400);
   const v = nv.volumes[0];
   $("#wl-center").value = ((v.cal_min + v.cal_max) / 2).toFixed(1);
   $("#wl-width").value = (v.cal_max - v.cal_min).toFixed(1);
@@ -293,7 +295,8 @@ async function renderResults() {
 }
 
 function renderSr(node) {
-  const value = node.value === undefined || node.value === null ? "" : ` = ${node.value}${node.unit ? " " + node.unit : ""}`;
+  const shown = typeof node.value === "number" ? Number(node.value.toPrecision(4)) : node.value;
+  const value = shown === undefined || shown === null ? "" : ` = ${shown}${node.unit ? " " + node.unit : ""}`;
   const li = el("li", { "data-vt": node.value_type || "" }, `${node.concept || "(container)"}${value}`);
   if (node.children && node.children.length) {
     const ul = el("ul");

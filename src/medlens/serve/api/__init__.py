@@ -96,6 +96,7 @@ def create_app(settings: Any, store: Any, jobs: Any, *, authenticator: Any = Non
         locks={},
         locks_guard=threading.Lock(),
     )
+    state.cached = _QueryCache(store)
 
     app = FastAPI(
         title="MedLens service",
@@ -139,27 +140,33 @@ def create_app(settings: Any, store: Any, jobs: Any, *, authenticator: Any = Non
     # ------------------------------------------------------------------ studies and series
     @app.get("/studies", tags=["studies"], summary="Stored studies")
     def studies() -> list[dict[str, Any]]:
-        return [_jsonable(r) for r in store.studies()]
+        return state.cached(("studies",), lambda: [_jsonable(r) for r in store.studies()])  # type: ignore[no-any-return]
 
     @app.get("/studies/{study_uid}/series", tags=["studies"], summary="The series of a study")
     def study_series(study_uid: str) -> list[dict[str, Any]]:
-        rows = [_jsonable(r) for r in store.series(study_uid)]
-        for r in rows:
-            if r.get("modality") in ("RTSTRUCT", "SEG"):
-                r.update(_mask_header(store, r["series_uid"]))
-        return rows
+        def fetch() -> list[dict[str, Any]]:
+            rows = [_jsonable(r) for r in store.series(study_uid)]
+            for r in rows:
+                if r.get("modality") in ("RTSTRUCT", "SEG"):
+                    r.update(_mask_header(store, r["series_uid"]))
+            return rows
+
+        return state.cached(("series", study_uid), fetch)  # type: ignore[no-any-return]
 
     @app.get("/series/{series_uid}", tags=["studies"], summary="One series and its instances")
     def series(series_uid: str) -> dict[str, Any]:
-        inst = [_jsonable(r) for r in store.instances(series_uid)]
-        info = next(r for r in store.series(inst[0]["study_uid"]) if r["series_uid"] == series_uid)
-        out = _jsonable(info)
-        if out.get("modality") in ("RTSTRUCT", "SEG"):
-            out.update(_mask_header(store, series_uid))
-        for r in inst:
-            r.pop("path", None)  # server file paths are nobody's business
-        out["instances"] = inst
-        return out
+        def fetch() -> dict[str, Any]:
+            inst = [_jsonable(r) for r in store.instances(series_uid)]
+            info = next(r for r in store.series(inst[0]["study_uid"]) if r["series_uid"] == series_uid)
+            out = _jsonable(info)
+            if out.get("modality") in ("RTSTRUCT", "SEG"):
+                out.update(_mask_header(store, series_uid))
+            for r in inst:
+                r.pop("path", None)  # server file paths are nobody's business
+            out["instances"] = inst
+            return out
+
+        return state.cached(("one-series", series_uid), fetch)  # type: ignore[no-any-return]
 
     @app.get("/series/{series_uid}/volume.nii.gz", tags=["viewer"], summary="The series as NIfTI (cached)")
     def volume(series_uid: str) -> FileResponse:
@@ -242,6 +249,37 @@ def create_app(settings: Any, store: Any, jobs: Any, *, authenticator: Any = Non
     if static.is_dir():
         app.mount("/viewer", StaticFiles(directory=static, html=True), name="viewer")
     return app
+
+
+class _QueryCache:
+    """Answers of catalog queries, kept while the store holds the same number of instances.
+
+    The store only ever adds instances (a duplicate changes nothing), so an unchanged count means
+    unchanged studies and series; each catalog query costs a DuckDB connection (tens of ms), which
+    would cap the API far below the tens of requests per second a viewer and a PACS client make.
+    A ``NotInStoreError`` is not cached.
+    """
+
+    def __init__(self, store: Any, *, max_entries: int = 4096) -> None:
+        self.store = store
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[Any, ...], tuple[int, Any]] = {}
+
+    def __call__(self, key: tuple[Any, ...], fetch: Any) -> Any:
+        import copy
+
+        n = len(self.store)
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is not None and hit[0] == n:
+            return copy.deepcopy(hit[1])  # callers may edit what they get
+        value = fetch()
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (n, value)
+        return copy.deepcopy(value)
 
 
 def _sr_tree(path: Path) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def build_router(state: Any) -> APIRouter:
         limit: int = Query(100, ge=1, le=10000),
         offset: int = Query(0, ge=0),
     ) -> JSONResponse:
-        rows = state.store.studies()
+        rows = state.cached(("studies-raw",), state.store.studies)
         out = []
         for r in rows:
             if PatientID and r["patient_id"] != PatientID:
@@ -129,7 +129,7 @@ def build_router(state: Any) -> APIRouter:
 
     @router.get("/studies/{study}/series", summary="QIDO-RS: search a study's series")
     def qido_series(study: str, Modality: str | None = None) -> JSONResponse:
-        rows = _or_404(lambda: state.store.series(study))
+        rows = _or_404(lambda: state.cached(("series-raw", study), lambda: state.store.series(study)))
         out = [
             {
                 "0020000D": _attr("UI", study),
@@ -217,7 +217,7 @@ def _or_404(fn: Any) -> Any:
 
 
 def _instances(state: Any, study: str, series: str) -> list[dict[str, Any]]:
-    rows = _or_404(lambda: state.store.instances(series))
+    rows = _or_404(lambda: state.cached(("instances-raw", series), lambda: state.store.instances(series)))
     if rows and rows[0]["study_uid"] != study:
         raise HTTPException(404, f"series {series} is not in study {study}")
     return rows  # type: ignore[no-any-return]
