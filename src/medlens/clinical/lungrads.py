@@ -306,7 +306,7 @@ class Nodule:
             if s is None:
                 raise InputError(
                     "a part-solid nodule needs solid_mean_diameter_mm (mean diameter of its solid component); "
-                    "measure it with medlens.clinical.measure.measure_nodule"
+                    "measure it with medlens.clinical.measure.measure_lesion"
                 )
             if not math.isfinite(s) or s < 0 or s > d + 1e-9:
                 raise InputError(

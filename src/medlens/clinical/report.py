@@ -407,18 +407,21 @@ def write_report(
 
 def study_report(
     *,
-    image_files: Sequence[PathLike],
+    image_files: PathLike | Sequence[PathLike],
     mask_path: PathLike,
     rois: Sequence[str] | None,
     out_dir: PathLike,
     pdf: bool | None = None,
+    lungrads_status: str | None = None,
+    prior_category: str | None = None,
+    cam: Image | None = None,
 ) -> dict[str, Path]:
     """Measurements, DICOM SR and report of the lesions of one series (the REST ``report`` job).
 
     Parameters
     ----------
     image_files
-        The DICOM files of the image series (CT or PET).
+        The DICOM files of the image series (CT or PET), or its folder.
     mask_path
         An RTSTRUCT or a DICOM SEG on that series (file or folder holding one).
     rois
@@ -426,6 +429,13 @@ def study_report(
     out_dir
         Receives ``seg.dcm`` (only when the masks came from an RTSTRUCT: the SR references a SEG),
         ``measurements_sr.dcm``, ``measurements.json``, ``report.html`` and ``report.pdf``.
+    lungrads_status
+        CT only: assess each lesion as a lung nodule with this status (``baseline``, ``new``, ``growing``,
+        ``stable``; the type comes from the HU composition) and record the category in the SR and report.
+    prior_category
+        For ``stable`` nodules: their category at the previous exam.
+    cam
+        A Grad-CAM map on the image's grid, overlaid on every lesion's key image.
 
     Returns
     -------
@@ -438,10 +448,14 @@ def study_report(
     from medlens.clinical.sr import Finding, write_measurement_sr
     from medlens.io.seg import is_seg, list_segments, write_seg
 
-    files = [Path(f) for f in image_files]
-    if not files:
-        raise InputError("study_report needs the image series' files (image_files is empty)")
-    image = medlens.read_image(files if len(files) > 1 else files[0])
+    if isinstance(image_files, (str, os.PathLike)):
+        source: Any = Path(image_files)
+        image = medlens.read_image(source)
+    else:
+        source = [Path(f) for f in image_files]
+        if not source:
+            raise InputError("study_report needs the image series' files (image_files is empty)")
+        image = medlens.read_image(source if len(source) > 1 else source[0])
     mp = Path(mask_path)
     probe = mp if mp.is_file() else next((q for q in sorted(mp.rglob("*")) if q.is_file()), mp)
     try:
@@ -474,13 +488,54 @@ def study_report(
         seg_numbers = {lab: i for i, lab in enumerate(list_segments(probe), start=1)}
     else:
         seg_path = write_seg(
-            dict(masks), files, out / "seg.dcm", algorithm_type="MANUAL", series_description="MedLens report masks"
+            dict(masks), source, out / "seg.dcm", algorithm_type="MANUAL", series_description="MedLens report masks"
         )
         paths["seg"] = seg_path
         seg_numbers = {lab: i for i, lab in enumerate(masks, start=1)}
     measurements = {lab: measure_lesion(image, m) for lab, m in masks.items()}
-    kind = "tumor" if image.meta.modality == "PT" else "lesion"
-    findings = [Finding(seg_numbers[lab], measurements[lab], label=lab, finding_type=kind) for lab in masks]
-    paths["sr"] = write_measurement_sr(files, seg_path, findings, out / "measurements_sr.dcm")
-    paths.update(write_report(image, masks, out, measurements=measurements, pdf=pdf))
+    lungrads: dict[str, LungRADSResult] = {}
+    exam = None
+    if lungrads_status is not None:
+        from medlens.clinical.lungrads import Category, Nodule, NoduleType, Status, assess_exam
+
+        if image.meta.units != Units.HU:
+            raise InputError(f"Lung-RADS needs a CT in HU; this series is {image.meta.modality} in {image.meta.units}")
+        nodules = [
+            Nodule(
+                nodule_type=NoduleType(m.nodule_type or "solid"),
+                mean_diameter_mm=m.mean_diameter_mm,
+                solid_mean_diameter_mm=m.solid_mean_diameter_mm if m.nodule_type == "part_solid" else None,
+                status=Status(lungrads_status),
+                prior_category=None if prior_category is None else Category(prior_category),
+                label=lab,
+            )
+            for lab, m in measurements.items()
+        ]
+        exam = assess_exam(nodules)
+        lungrads = {r.label: r for r in exam.nodules}
+    kind = "nodule" if lungrads else ("tumor" if image.meta.modality == "PT" else "lesion")
+    findings = [
+        Finding(
+            seg_numbers[lab],
+            measurements[lab],
+            label=lab,
+            finding_type=kind,
+            lungrads_category=lungrads[lab].category.value if lab in lungrads else None,
+        )
+        for lab in masks
+    ]
+    paths["sr"] = write_measurement_sr(source, seg_path, findings, out / "measurements_sr.dcm")
+    paths.update(
+        write_report(
+            image,
+            masks,
+            out,
+            measurements=measurements,
+            pdf=pdf,
+            lungrads=lungrads or None,
+            cams={lab: cam for lab in masks} if cam is not None else None,
+            exam_category=None if exam is None else exam.label,
+            exam_management=None if exam is None else exam.management,
+        )
+    )
     return paths

@@ -26,6 +26,7 @@ References: DICOM PS3.16 TID 1500 (Measurement Report), TID 1411 (Volumetric ROI
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,22 +265,31 @@ def write_measurement_sr(
         imaging_measurements=groups,
     )
     evidence = [*sources, seg]
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=evidence,
-        content=report[0],
-        series_instance_uid=generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="MedLens",
-        series_description=series_description,
-        is_complete=True,
-    )
+    with warnings.catch_warnings():
+        # highdicom copies the source's patient/study attributes and warns about their flaws (an over-long
+        # StudyID, fixed below with a MedlensWarning; a one-component PatientName, copied unchanged)
+        warnings.filterwarnings("ignore", message="The value length", category=UserWarning)
+        warnings.filterwarnings("ignore", message="The string .* is unlikely to represent", category=UserWarning)
+        sr = _build_sr(hd, evidence, report, series_number, series_description, generate_uid)
     # Study ID is SH (16 characters); some archives hold longer ones, which the SR would otherwise copy.
     sr.StudyID = derived_study_id(sources[0])
     with atomic_path(path) as tmp:
         sr.save_as(str(tmp), enforce_file_format=True)
     return Path(path)
+
+
+def _build_sr(hd: Any, evidence: list[Any], report: Any, series_number: int, description: str, uid: Any) -> Any:
+    return hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report[0],
+        series_instance_uid=uid(),
+        series_number=series_number,
+        sop_instance_uid=uid(),
+        instance_number=1,
+        manufacturer="MedLens",
+        series_description=description,
+        is_complete=True,
+    )
 
 
 def _referenced_segment(hd: Any, seg: Any, number: int, sources: list[Any]) -> Any:
