@@ -394,3 +394,24 @@ def test_orthanc_pushes_study_and_gets_seg_back(node: Node, orthanc: Orthanc, st
         send_to_peer(
             [seg], Peer(ae_title=orthanc.aet, host="127.0.0.1", port=orthanc.dicom_port), calling_ae="STRANGER"
         )
+
+
+# ------------------------------------------------------------------------------------- configuration
+
+
+def test_port_in_use_and_unknown_auto_job_are_clear_errors(tmp_path: Path) -> None:
+    from medlens.core.errors import InputError
+    from medlens.serve.service import Service
+    from medlens.serve.settings import settings_from_dict
+
+    port = free_node_port()
+    with socket.socket() as blocker, StudyStore(tmp_path / "s") as store:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        with pytest.raises(InputError, match=rf"cannot listen on 127\.0\.0\.1:{port}.*choose another dicom_port"):
+            DicomNode(store, port=port).start()
+    settings = settings_from_dict(
+        {"data_dir": str(tmp_path / "d"), "http_port": 11148, "dicom_port": 11149, "auto_jobs": ["segmnt"]}
+    )
+    with pytest.raises(InputError, match=r"auto_jobs names unknown job kind.*'segmnt'; known kinds: .*segment"):
+        Service(settings)
