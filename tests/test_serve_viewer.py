@@ -148,6 +148,9 @@ def test_viewer_shows_volume_mask_window_heatmap_features_and_sr(live: dict[str,
             assert "morph_volume" in table and "3.6429e+5" in table  # 364285 mm^3, as the library computes
             sr = page.text_content("#sr")
             assert "GTV_Mass_PET" in sr and "suv_max = 7.911" in sr
+            # The HTML report (medlens.clinical.report) in its sandboxed frame.
+            report = page.frame_locator("#report").locator("body").text_content()
+            assert report is not None and "GTV_Mass_PET" in report
 
             # Heat map: PET SUV in the warm colour map over the CT.
             page.click("#series li[data-modality='CT']")

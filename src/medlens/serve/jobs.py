@@ -21,8 +21,9 @@ The kinds call the public functions and hold no science:
     IBSI radiomics (:func:`medlens.radiomics.extract`) of the ROIs of an RTSTRUCT/SEG series of the
     study, or of the SEG of an earlier ``segment`` job → ``features.json`` and ``features.csv``.
 ``report``
-    A DICOM SR and an HTML report from :mod:`medlens.clinical` for a mask (RTSTRUCT/SEG series or
-    a ``segment`` job) on an image series.
+    :func:`medlens.clinical.report.study_report` for a mask (RTSTRUCT/SEG series or a ``segment``
+    job) on its image series: measurements, DICOM SEG (for an RTSTRUCT), Comprehensive 3D SR,
+    JSON, HTML (and PDF on request).
 """
 
 from __future__ import annotations
@@ -325,85 +326,32 @@ def _features(ctx: JobContext) -> None:
 
 
 def _report(ctx: JobContext) -> None:
-    import numpy as np
-
-    from medlens.clinical.measure import measure_lesion
-    from medlens.clinical.sr import Finding, read_measurement_sr, write_measurement_sr
-    from medlens.io import read_mask
-    from medlens.io.seg import write_seg
+    from medlens.clinical.report import study_report
 
     p = ctx.params
     ctx.progress(0.05, "listing the study's series")
     series = _series_list(ctx.study_folder)
     info, mask_path, rois = _mask_sources(ctx, series, "report")
-    ctx.progress(0.15, f"reading {info.modality} series {info.series_uid}")
-    image = _read_series(info)
-    files = [Path(f) for f in info.files]
-    masks: dict[str, Any] = {}
-    for roi in rois:
-        m = read_mask(mask_path, reference=image, roi=roi)
-        if not np.any(m.array):
-            raise MedlensError(
-                f"ROI {roi!r} of {mask_path.name} is empty on series {info.series_uid}; nothing to report"
-            )
-        masks[roi] = m
-    if p.get("mask_job"):
-        seg_path = mask_path  # the segment job's SEG is the one the SR refers to
-    else:
-        # The SR refers to segments of a DICOM SEG: an RTSTRUCT ROI is converted to one first.
-        ctx.progress(0.3, "writing the SEG the report refers to")
-        seg_path = ctx.out_dir / "seg.dcm"
-        write_seg(
-            masks,
-            files,
-            seg_path,
-            algorithm_type="MANUAL",
-            series_description="MedLens report segments",
-            series_uid=info.series_uid,
-        )
-    ctx.progress(0.5, "measuring the lesions")
-    import pydicom
-
-    seg_ds = pydicom.dcmread(seg_path)
-    numbers = {str(item.SegmentLabel): int(item.SegmentNumber) for item in seg_ds.SegmentSequence}
-    findings = []
-    measurements: dict[str, Any] = {}
-    for roi, m in masks.items():
-        meas = measure_lesion(image, m)
-        measurements[roi] = meas.to_dict()
-        findings.append(Finding(segment_number=numbers.get(roi, 1), measurements=meas, label=roi))
-    ctx.progress(0.75, "writing the DICOM SR")
-    write_measurement_sr(files, seg_ds, findings, ctx.out_dir / "sr.dcm")
-    doc = {
-        "study_uid": ctx.study_uid,
-        "series_uid": info.series_uid,
-        "modality": info.modality,
-        "measurements": measurements,
-        "sr_groups": read_measurement_sr(ctx.out_dir / "sr.dcm"),
-    }
-    atomic_write_text(ctx.out_dir / "measurements.json", json.dumps(doc, indent=2, default=str))
-    html = _html_report()
-    if html is not None:
-        ctx.progress(0.9, "writing the HTML report")
-        html(doc=doc, image=image, masks=masks, out_path=ctx.out_dir / "report.html")
-
-
-def _html_report() -> Callable[..., Any] | None:
-    """The clinical HTML report writer, when this installation has it (``medlens.clinical.report``)."""
-    try:
-        import importlib
-
-        mod = importlib.import_module("medlens.clinical.report")
-    except ImportError:
-        return None
-    return getattr(mod, "write_study_report", None)
+    ctx.progress(0.2, f"measuring {', '.join(rois)} on {info.modality} series {info.series_uid}; writing SR and report")
+    study_report(
+        image_files=[Path(f) for f in info.files],
+        mask_path=mask_path,
+        rois=rois,
+        out_dir=ctx.out_dir,
+        pdf=bool(p.get("pdf", False)),
+        lungrads_status=p.get("lungrads_status"),
+        prior_category=p.get("prior_category"),
+    )
 
 
 #: Job kinds: name -> (function, allowed parameter names).
 JOB_KINDS: dict[str, tuple[Callable[[JobContext], None], set[str]]] = {
     "segment": (_segment, {"series_uid", "method", "options", "label"}),
     "features": (_features, {"series_uid", "mask_series_uid", "mask_job", "roi", "preset", "settings"}),
-    "report": (_report, {"series_uid", "mask_series_uid", "mask_job", "roi"}),
+    "report": (
+        _report,
+        {"series_uid", "mask_series_uid", "mask_job", "roi", "pdf", "lungrads_status", "prior_category"},
+    ),
 }
 
 
