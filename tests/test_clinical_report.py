@@ -39,6 +39,13 @@ def test_study_report_pet_rtstruct(sts_dir, tmp_path) -> None:
     assert f"{table['GTV_Mass_PET']['long_axis_mm']:.1f} mm" in page and "SUVmax" in page
     (uri,) = re.findall(r"src='data:image/png;base64,([^']+)'", page)
     assert base64.b64decode(uri)[:8] == b"\x89PNG\r\n\x1a\n"
+    # the SEG written from the RTSTRUCT serves as input too (the REST job passes a segment job's SEG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = study_report(image_files=files, mask_path=paths["seg"], rois=None, out_dir=tmp_path / "seg", pdf=False)
+    assert "seg" not in again
+    (g2,) = read_measurement_sr(again["sr"])
+    assert g2["segment_number"] == 1 and g2["measurements"] == g["measurements"]
 
 
 def test_ct_report_with_lungrads_growth_cam_and_pdf(sts_dir, tmp_path) -> None:
