@@ -227,6 +227,25 @@ def test_jobs_over_http(api: Api) -> None:
     assert job["id"] in [j["id"] for j in listed]
 
 
+@pytest.mark.slow
+def test_report_job_sr_and_html(api: Api) -> None:
+    c, w, r_ = api.client, api.h("write"), api.h("read")
+    r = c.post("/jobs", json={"kind": "report", "study_uid": api.study}, headers=w)  # type: ignore[attr-defined]
+    assert r.status_code == 202, r.text
+    rec = api.jobs.wait(r.json()["id"], timeout_s=180)
+    assert rec.state == "done", rec.message
+    assert rec.results == ["measurements.json", "measurements_sr.dcm", "report.html", "seg.dcm"]
+    tree = c.get(f"/jobs/{rec.id}/results/measurements_sr.dcm/content", headers=r_).json()
+    [group] = tree["children"]
+    values = {i["concept"]: (i["value"], i["unit"]) for i in group["children"]}
+    assert group["concept"] == "GTV_Mass_PET"
+    assert values["suv_max"][0] == pytest.approx(7.9107, abs=1e-4) and values["suv_max"][1] == "{SUVbw}g/ml"
+    assert values["volume_mm3"][1] == "mm3"
+    page = c.get(f"/jobs/{rec.id}/results/report.html", headers=r_)
+    assert page.headers["content-type"].startswith("text/html") and "GTV_Mass_PET" in page.text
+    assert c.get(f"/jobs/{rec.id}/results/report.html/content", headers=r_).status_code == 422  # not an SR
+
+
 def test_viewer_volumes_and_masks(api: Api, sts_dir: Path) -> None:
     import nibabel as nib
     import numpy as np

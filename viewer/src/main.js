@@ -32,7 +32,7 @@ const PRESETS = {
 const nv = new Niivue({
   backColor: [0, 0, 0, 1],
   show3Dcrosshair: false,
-  crosshairColor: [0.2, 0.8, 1, 0.6],
+  crosshairColor: [0.2, 0.8, 1, 0.35],
   crosshairWidth: 1,
   isColorbar: false,
   logLevel: "error",
