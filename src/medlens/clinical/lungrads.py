@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from medlens.clinical.measure import round_tenth
 from medlens.core.errors import InputError
 
 __all__ = [
@@ -371,8 +372,8 @@ def _highest(cats: Iterable[Category]) -> Category:
 
 
 def _size_hits(n: Nodule, status: Status) -> list[RuleHit]:
-    total = round(float(n.mean_diameter_mm), 1)
-    solid = None if n.solid_mean_diameter_mm is None else round(float(n.solid_mean_diameter_mm), 1)
+    total = round_tenth(float(n.mean_diameter_mm))
+    solid = None if n.solid_mean_diameter_mm is None else round_tenth(float(n.solid_mean_diameter_mm))
     values: dict[str, Any] = {"type": n.nodule_type.value, "status": status.value, "mean_diameter_mm": total}
     if n.nodule_type == NoduleType.PART_SOLID:
         values["solid_mean_diameter_mm"] = solid
@@ -429,13 +430,13 @@ def assess_nodule(nodule: Nodule) -> LungRADSResult:
         n.juxtapleural_benign
         and n.nodule_type == NoduleType.SOLID
         and n.status in (Status.BASELINE, Status.NEW)
-        and round(n.mean_diameter_mm, 1) < JUXTAPLEURAL_MAX_MM
+        and round_tenth(n.mean_diameter_mm) < JUXTAPLEURAL_MAX_MM
     ):
         hit = RuleHit(
             "juxtapleural.2",
             Category.C2,
             "juxtapleural solid nodule, smooth margins, oval/lentiform/triangular, < 10 mm at baseline or new",
-            {"mean_diameter_mm": round(n.mean_diameter_mm, 1), "status": n.status.value},
+            {"mean_diameter_mm": round_tenth(n.mean_diameter_mm), "status": n.status.value},
         )
         return _modifiers(n, Category.C2, [hit])
     if n.status == Status.STABLE and n.nodule_type != NoduleType.GROUND_GLASS:
