@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import need_tool
+
+from conftest import need_tool
 
 pytest.importorskip("fastapi", reason="the REST API needs the [serve] extra")
 pytest.importorskip("playwright.sync_api", reason="playwright (the Python package) drives the browser")
