@@ -406,6 +406,7 @@ def test_port_in_use_and_unknown_auto_job_are_clear_errors(tmp_path: Path) -> No
 
     port = free_node_port()
     with socket.socket() as blocker, StudyStore(tmp_path / "s") as store:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the port may be in TIME_WAIT
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
         with pytest.raises(InputError, match=rf"cannot listen on 127\.0\.0\.1:{port}.*choose another dicom_port"):

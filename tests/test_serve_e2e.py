@@ -18,6 +18,19 @@ pytest.importorskip("fastapi")
 pytestmark = [pytest.mark.slow, pytest.mark.needs_tool, pytest.mark.needs_data]
 
 
+def _result_of_modality(svc: object, job_id: str, modality: str) -> Path:
+    """The job's one DICOM result of a modality (the file names are the job's business)."""
+    import pydicom
+
+    found = [
+        p
+        for p in svc.jobs.results(job_id)  # type: ignore[attr-defined]
+        if p.suffix == ".dcm" and pydicom.dcmread(p, stop_before_pixels=True).Modality == modality
+    ]
+    assert len(found) == 1, f"job {job_id}: {modality} results {found}"
+    return found[0]
+
+
 def test_storescu_patient_to_auto_jobs_to_seg_and_sr_in_orthanc(
     orthanc: Orthanc, sts_dir: Path, tmp_path: Path
 ) -> None:
@@ -69,8 +82,8 @@ def test_storescu_patient_to_auto_jobs_to_seg_and_sr_in_orthanc(
         while len(svc.sent) < 2 and time.monotonic() < end:
             time.sleep(0.1)
         assert all(rep.ok for rep in svc.sent) and len(svc.sent) == 2
-        seg_auto = svc.jobs.result_path(records[0].id, "seg.dcm")
-        sr_local = svc.jobs.result_path(records[1].id, "sr.dcm")
+        seg_auto = _result_of_modality(svc, records[0].id, "SEG")
+        sr_local = _result_of_modality(svc, records[1].id, "SR")
     # Orthanc now holds exactly what MedLens sent back: the automatic SEG, the report's SEG and its SR.
     got = orthanc.instances()
     by_modality: dict[str, list[dict[str, object]]] = {}

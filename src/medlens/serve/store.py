@@ -312,6 +312,7 @@ class StudyStore:
         self._interrupted: set[str] = set()
         self._callbacks: list[Callable[[str], Any]] = []
         self._last_flush = time.monotonic()
+        self._con: Any = None
         self._stop = threading.Event()
         self._rebuild_index()
         self.flush(all_studies=True)
@@ -516,22 +517,37 @@ class StudyStore:
 
         with self._db_lock:
             self.flush()
+            self._close_connection()  # DuckDB refuses a read-only connection beside a read-write one
             with Catalog(self.catalog_path) as cat:
                 yield cat
 
-    def query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        """Run SQL on the up-to-date catalog; rows as dictionaries (NaN/NA become ``None``)."""
+    def _connection(self) -> Any:
+        """The store's query connection, kept open (connecting costs tens of ms per query).
+
+        It has the default (read-write) configuration, as :func:`medlens.catalog.scan` has, so
+        DuckDB shares one database instance between them within this process.
+        """
         import duckdb
 
+        if self._con is None:
+            self._con = duckdb.connect(str(self.catalog_path.resolve()))
+        return self._con
+
+    def _close_connection(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Run SQL on the up-to-date catalog; rows as dictionaries (SQL NULL becomes ``None``).
+
+        Reads only by convention: the connection is the store's own, so do not write with it.
+        """
         with self._db_lock:
             self.flush()
-            con = duckdb.connect(str(self.catalog_path), read_only=True)
-            try:
-                cur = con.execute(sql, params or [])
-                cols = [d[0] for d in cur.description or []]
-                return [dict(zip(cols, row)) for row in cur.fetchall()]
-            finally:
-                con.close()
+            cur = self._connection().execute(sql, params or [])
+            cols = [d[0] for d in cur.description or []]
+            return [dict(zip(cols, row)) for row in cur.fetchall()]
 
     def studies(self) -> list[dict[str, Any]]:
         """Stored studies: ``study_uid``, patient, date, description, accession, modalities, counts."""
@@ -653,7 +669,9 @@ class StudyStore:
         self._stop.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
-        self.flush()
+        with self._db_lock:
+            self.flush()
+            self._close_connection()
 
     def __enter__(self) -> StudyStore:
         return self
