@@ -171,3 +171,34 @@ def test_segment_then_features_match_the_library(tmp_path: Path, sts_dir: Path) 
     finally:
         mgr.shutdown()
         store.close()
+
+
+@pytest.mark.slow
+def test_segment_default_unet_with_gradcam(tmp_path: Path, sts_dir: Path) -> None:
+    """PET defaults to the shipped U-Net; gradcam=true adds the Grad-CAM map the viewer overlays."""
+    from medlens.io import read_image
+    from medlens.io.seg import read_seg
+    from medlens.learn.explain import gradcam_unet
+
+    store, mgr, study = _service(tmp_path, sts_dir)
+    try:
+        bad = mgr.submit("segment", study, {"method": "otsu", "gradcam": True})
+        rec = mgr.wait(bad, timeout_s=60)
+        assert rec.state is JobState.failed and "needs method 'unet', not 'otsu'" in rec.message
+        job = mgr.submit("segment", study, {"gradcam": True})
+        rec = mgr.wait(job, timeout_s=300)
+        assert rec.state is JobState.done, rec.message
+        assert rec.results == ["gradcam.nii.gz", "mask.nii.gz", "seg.dcm", "segment.json"]
+        summary = json.loads(mgr.result_path(job, "segment.json").read_text())
+        assert (summary["method"], summary["modality"]) == ("unet", "PT")
+        image = read_image(sts_dir / "STS_001" / "PET" / "image")
+        mask = read_seg(mgr.result_path(job, "seg.dcm"), reference=image)
+        assert int(mask.array.sum()) == summary["n_voxels"] > 0
+        cam = read_image(mgr.result_path(job, "gradcam.nii.gz"))
+        assert cam.same_grid(image)
+        direct = gradcam_unet(image, mask=mask).array
+        cam = cam.array
+        assert cam.shape == direct.shape and np.allclose(cam, direct, atol=1e-6)
+    finally:
+        mgr.shutdown()
+        store.close()

@@ -246,6 +246,12 @@ function renderOverlays() {
       el("option", { value: s.series_uid, "data-url": `/series/${s.series_uid}/volume.nii.gz` }, `${s.modality} ${s.series_description || ""}`),
     );
   }
+  for (const j of state.jobs) {
+    // A segment job's Grad-CAM lies on its image series' grid; NiiVue places it by its affine.
+    if (j.kind === "segment" && j.state === "done" && j.results.includes("gradcam.nii.gz")) {
+      hsel.append(el("option", { value: `job-${j.id}`, "data-url": `/jobs/${j.id}/results/gradcam.nii.gz` }, `Grad-CAM (job ${j.id})`));
+    }
+  }
 }
 
 async function renderResults() {

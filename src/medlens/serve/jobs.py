@@ -16,7 +16,8 @@ The kinds call the public functions and hold no science:
 ``segment``
     An image series (default: the study's PET) → :func:`medlens.segment.segment` (default method:
     the shipped PET U-Net for PET, ``otsu`` otherwise) → DICOM SEG (:func:`medlens.io.seg.write_seg`)
-    plus the mask as NIfTI for the viewer.
+    plus the mask as NIfTI for the viewer, and with ``gradcam: true`` the U-Net's Grad-CAM
+    (:func:`medlens.learn.explain.gradcam_unet`) as a NIfTI heat map.
 ``features``
     IBSI radiomics (:func:`medlens.radiomics.extract`) of the ROIs of an RTSTRUCT/SEG series of the
     study, or of the SEG of an earlier ``segment`` job → ``features.json`` and ``features.csv``.
@@ -249,6 +250,8 @@ def _segment(ctx: JobContext) -> None:
     info = _pick_image_series(series, p.get("series_uid"), ctx.study_uid)
     method = str(p.get("method") or ("unet" if info.modality == "PT" else "otsu"))
     options = dict(p.get("options") or {})
+    if p.get("gradcam") and method != "unet":
+        raise InputError(f"params.gradcam explains the U-Net: it needs method 'unet', not {method!r}")
     ctx.progress(0.15, f"reading {info.modality} series {info.series_uid} ({info.n_files} files)")
     image = _read_series(info)
     ctx.progress(0.35, f"segmenting with {method}")
@@ -271,6 +274,11 @@ def _segment(ctx: JobContext) -> None:
         series_uid=info.series_uid,
     )
     write_image(mask.with_array(mask.array.astype(np.uint8)), ctx.out_dir / "mask.nii.gz")
+    if p.get("gradcam"):
+        from medlens.learn.explain import gradcam_unet
+
+        ctx.progress(0.85, "Grad-CAM of the U-Net over its mask")
+        write_image(gradcam_unet(image, mask=mask), ctx.out_dir / "gradcam.nii.gz")
     voxel_ml = float(np.prod(image.spacing)) / 1000.0
     summary = {
         "series_uid": info.series_uid,
@@ -346,7 +354,7 @@ def _report(ctx: JobContext) -> None:
 
 #: Job kinds: name -> (function, allowed parameter names).
 JOB_KINDS: dict[str, tuple[Callable[[JobContext], None], set[str]]] = {
-    "segment": (_segment, {"series_uid", "method", "options", "label"}),
+    "segment": (_segment, {"series_uid", "method", "options", "label", "gradcam"}),
     "features": (_features, {"series_uid", "mask_series_uid", "mask_job", "roi", "preset", "settings"}),
     "report": (
         _report,
