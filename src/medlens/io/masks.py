@@ -20,6 +20,7 @@ import numpy as np
 
 from medlens.core.errors import FormatError, GeometryError, InputError
 from medlens.core.image import Image, Units
+from medlens.io._formats import volume_suffix
 
 __all__ = ["describe_mask_source", "read_label_image", "read_mask"]
 
@@ -29,8 +30,6 @@ _LABEL_GRID_TOL_MM = 1e-3
 
 
 def _volume_suffix(path: Path) -> bool:
-    from medlens.io.api import volume_suffix
-
     return volume_suffix(path) is not None
 
 

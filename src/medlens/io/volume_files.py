@@ -30,7 +30,7 @@ import numpy as np
 from medlens.core.atomic import atomic_path
 from medlens.core.errors import FormatError, InputError, MissingDependencyError
 from medlens.core.image import Image, ImageMeta, Units
-from medlens.io.api import VOLUME_SUFFIXES, volume_suffix
+from medlens.io._formats import VOLUME_SUFFIXES, volume_suffix
 
 __all__ = ["VOLUME_SUFFIXES", "read_volume", "write_volume"]
 
