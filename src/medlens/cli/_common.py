@@ -30,12 +30,20 @@ def _format_warning(message: Any, category: type[Warning], filename: str, lineno
 
 def run_cli(app: typer.Typer, argv: list[str]) -> int:
     """Run the Typer app; MedLens errors become one line and their documented exit code."""
-    from medlens.core.errors import MedlensError
-
     debug = "--debug" in argv
     STATE.debug = debug
+    before = warnings.formatwarning
     if not debug:
         warnings.formatwarning = _format_warning  # type: ignore[assignment]
+    try:
+        return _run(app, argv, debug)
+    finally:
+        warnings.formatwarning = before  # main() is also called in-process (tests, notebooks): leave it as found
+
+
+def _run(app: typer.Typer, argv: list[str], debug: bool) -> int:
+    from medlens.core.errors import MedlensError
+
     try:
         app(args=argv, prog_name="medlens", standalone_mode=False)
     except SystemExit as exc:  # typer.Exit inside commands

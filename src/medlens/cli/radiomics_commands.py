@@ -89,6 +89,15 @@ def _one(case_id: str, image: Path, mask: Path, roi: str | None, preset: str) ->
 
 
 def register(app: typer.Typer) -> None:
+    @app.command("warm-up")
+    def warm_up_cmd() -> None:
+        """Compile the radiomics kernels into the user cache (once after installing; 10-30 s), so no run pays it."""
+        from medlens.radiomics._jit import cache_dir
+        from medlens.radiomics.warmup import warm_up
+
+        seconds = warm_up()
+        typer.echo(f"radiomics kernels ready in {seconds:.1f} s (cache: {cache_dir()})")
+
     @app.command("features")
     def features(
         image: Annotated[Path, typer.Argument(help="Image: DICOM folder or NIfTI/NRRD/MHA file.")],

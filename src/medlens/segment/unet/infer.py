@@ -12,7 +12,7 @@ import numpy as np
 from medlens.core.atomic import atomic_path
 from medlens.core.errors import InputError, MedlensWarning, require
 from medlens.core.image import Image, Units
-from medlens.segment.unet.model import UNetConfig, load_config, load_model
+from medlens.segment.unet.model import UNetConfig, load_config, load_model, torch_threads
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -166,12 +166,10 @@ def segment_unet(
     allow_other_modality
         Warn instead of refusing an image of another modality/units than the model's.
     """
-    import torch
 
     folder = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
     cfg, _ = load_config(folder)
     check_modality(image, cfg, allow_other_modality=allow_other_modality)
-    torch.set_num_threads(max(1, threads))
     if backend == "torch":
         net, cfg = load_model(folder, config=cfg)
         predictor: Any = net
@@ -182,7 +180,8 @@ def segment_unet(
         predictor = _OnnxPredictor(onnx_path, threads)
     else:
         raise InputError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-    prob = predict_probability(image, predictor, cfg)
+    with torch_threads(threads):  # restored afterwards: the thread count is process-wide
+        prob = predict_probability(image, predictor, cfg)
     out = postprocess(image, prob, cfg)
     if not out.array.any():
         from medlens.segment.classic import EmptyResultWarning

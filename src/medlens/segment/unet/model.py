@@ -8,8 +8,10 @@ first mismatching layer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,23 @@ from typing import Any
 from medlens.core.atomic import atomic_path, atomic_write_text
 from medlens.core.errors import FormatError, InputError, require
 
-__all__ = ["UNetConfig", "build_unet", "load_config", "load_model", "save_model"]
+__all__ = ["UNetConfig", "build_unet", "load_config", "load_model", "save_model", "torch_threads"]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads, then restore the caller's setting.
+
+    ``torch.set_num_threads`` is process-wide: a library call must not leave it changed.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
