@@ -365,6 +365,11 @@ def _write_nifti(image: Image, path: Path) -> None:
         nib.save(nimg, str(tmp))
 
 
+# gzip level 1, like nibabel's .nii.gz: pynrrd's default 9 took 7.3 s CPU for a 4.7 MB CT (level 1: 0.15 s)
+# for a file only 17 % smaller (3.2 vs 3.8 MB).
+_NRRD_GZIP_LEVEL = 1
+
+
 def _write_nrrd(image: Image, path: Path, *, detached: bool) -> None:
     nrrd = _require("nrrd")
     arr = np.ascontiguousarray(_disk_array(image))
@@ -389,7 +394,15 @@ def _write_nrrd(image: Image, path: Path, *, detached: bool) -> None:
         data_name = path.name[: -len(".nhdr")] + ".raw.gz"
         data_path = path.with_name(data_name)
         with atomic_path(data_path, suffix=".raw.gz") as tmp_data, atomic_path(path) as tmp:
-            nrrd.write(str(tmp), arr, header, index_order="C", detached_header=True, relative_data_path=True)
+            nrrd.write(
+                str(tmp),
+                arr,
+                header,
+                index_order="C",
+                detached_header=True,
+                relative_data_path=True,
+                compression_level=_NRRD_GZIP_LEVEL,
+            )
             produced = tmp.with_name(tmp.name[: -len(".nhdr")] + ".raw.gz")
             # pynrrd named the data file after the temporary header: rename it and fix the reference.
             os.replace(produced, tmp_data)
@@ -397,7 +410,7 @@ def _write_nrrd(image: Image, path: Path, *, detached: bool) -> None:
             tmp.write_text(text, encoding="latin-1")
     else:
         with atomic_path(path) as tmp:
-            nrrd.write(str(tmp), arr, header, index_order="C")
+            nrrd.write(str(tmp), arr, header, index_order="C", compression_level=_NRRD_GZIP_LEVEL)
 
 
 def _axial_2d(image: Image) -> bool:
