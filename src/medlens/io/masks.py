@@ -35,17 +35,15 @@ def _volume_suffix(path: Path) -> bool:
 
 def _dicom_kinds(path: Path) -> dict[str, list[Path]]:
     """RTSTRUCT and SEG files at ``path`` (file or folder, recursive)."""
-    import pydicom
-
+    from medlens.io.dicom.files import list_files
+    from medlens.io.dicom.headers import read_dicom_file
     from medlens.io.rtstruct import is_rtstruct
     from medlens.io.seg import is_seg
 
-    files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file())
     kinds: dict[str, list[Path]] = {"RTSTRUCT": [], "SEG": []}
-    for f in files:
-        try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
-        except Exception:
+    for f in list_files(path):
+        ds = read_dicom_file(f, pixels="skip", specific_tags=["SOPClassUID", "Modality"]).ds
+        if ds is None:
             if path.is_file():
                 raise FormatError(
                     f"{f}: not a DICOM RTSTRUCT/SEG and not a label image "

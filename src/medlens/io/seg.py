@@ -49,15 +49,13 @@ def is_seg(ds: Any) -> bool:
 def _load(path: PathLike) -> Any:
     p = Path(path)
     if p.is_dir():
-        import pydicom
+        from medlens.io.dicom.files import list_files
+        from medlens.io.dicom.headers import read_dicom_file
 
         cands = []
-        for f in sorted(q for q in p.rglob("*") if q.is_file()):
-            try:
-                ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["SOPClassUID"])
-            except Exception:
-                continue
-            if is_seg(ds):
+        for f in list_files(p):
+            ds = read_dicom_file(f, pixels="skip", specific_tags=["SOPClassUID"]).ds
+            if ds is not None and is_seg(ds):
                 cands.append(f)
         if len(cands) != 1:
             found = ", ".join(c.name for c in cands[:6]) or "none"

@@ -491,19 +491,10 @@ def deidentify(
 
 
 def _list_files(root: Path) -> list[str]:
-    """Every file under ``root``, sorted; symlinked folders are followed once (no loops), like the catalog."""
-    seen = {os.path.realpath(root)}
-    out = []
-    for d, dirs, names in os.walk(root, followlinks=True):
-        keep = []
-        for sub in dirs:
-            real = os.path.realpath(os.path.join(d, sub))
-            if real not in seen:
-                seen.add(real)
-                keep.append(sub)
-        dirs[:] = keep
-        out += [os.path.join(d, f) for f in names if os.path.isfile(os.path.join(d, f))]
-    return sorted(out)
+    """Every file under ``root``, sorted, hidden ones included (the one lister of medlens.io, as the catalog)."""
+    from medlens.io.dicom.files import list_files
+
+    return [str(f) for f in list_files(root, include_hidden=True)]
 
 
 def _read_dataset(path: str) -> Any:
