@@ -28,6 +28,11 @@ def register(app: typer.Typer) -> None:
         audit: Annotated[Path | None, typer.Option("--audit", help="Append an entry to this audit log.")] = None,
     ) -> None:
         """Scan DIRECTORY (headers only, incrementally) into the catalog."""
+        from medlens.cli._common import check_inputs, check_output
+
+        check_inputs(DIRECTORY=directory)
+        check_output(db, name="--db")
+        check_output(audit, name="--audit")
         from medlens.catalog import scan
         from medlens.pipeline.parallel import dask_mapper
 
@@ -88,6 +93,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """De-identify INPUT_DIR into OUTPUT_DIR (DICOM PS3.15 Annex E Basic Profile)."""
+        from medlens.cli._common import check_inputs, check_output
+
+        check_inputs(INPUT_DIR=input_dir)
+        check_output(output_dir, name="OUTPUT_DIR", folder=True)
+        check_output(map_path, name="--map")
+        check_output(audit, name="--audit")
         from medlens.io.deid import deidentify
         from medlens.pipeline.parallel import dask_mapper
 
@@ -113,6 +124,10 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow an existing, non-empty output.")] = False,
     ) -> None:
         """Export the catalogued image series as BIDS-style NIfTI + JSON sidecars."""
+        from medlens.cli._common import check_inputs, check_output
+
+        check_inputs(CATALOG=catalog)
+        check_output(output_dir, name="OUTPUT_DIR", folder=True)
         from medlens.catalog.bids import export_bids
 
         rep = export_bids(catalog, output_dir, overwrite=overwrite)
