@@ -123,6 +123,7 @@ def _row(path: Path) -> dict[str, str]:
 
 
 def _prepare(patient: str, tmp: Path) -> dict[str, Path]:
+    sys.path.insert(0, str(REPO / "src"))  # this checkout's medlens, as in the timed children
     import numpy as np
 
     import medlens
