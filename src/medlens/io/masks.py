@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from medlens.core.errors import FormatError, GeometryError, InputError
+from medlens.core.errors import FormatError, InputError
 from medlens.core.image import Image, Units
 from medlens.io._formats import volume_suffix
 
@@ -125,14 +125,7 @@ def read_label_image(
     lab = read_volume(p)
     if lab.ndim == 3 and reference.ndim == 2 and lab.shape[0] == 1:
         lab = lab.slice2d(0)
-    if not reference.same_grid(lab, atol_mm=atol_mm):
-        raise GeometryError(
-            f"{p}: the label image is on a different grid from the image: image shape {reference.shape}, spacing "
-            f"{_fmt(reference.spacing)} mm, origin {_fmt(reference.origin)}, direction "
-            f"{np.round(reference.direction, 4).tolist()}; label image shape {lab.shape}, spacing {_fmt(lab.spacing)} "
-            f"mm, origin {_fmt(lab.origin)}, direction {np.round(lab.direction, 4).tolist()} (tolerance {atol_mm} mm). "
-            "Resample the label image onto the image first (medlens.preprocess) or pass the image it was drawn on"
-        )
+    reference.require_same_grid(lab, what="label image", atol_mm=atol_mm, source=str(p))  # the one off-grid rule
     arr = np.asarray(lab.array)
     if label is None:
         sel = arr != 0
@@ -209,7 +202,3 @@ def read_mask(
 
         return read_seg(kinds["SEG"][0] if len(kinds["SEG"]) == 1 else p, reference=reference, roi=roi)
     return _no_or_mixed(p, kinds)  # type: ignore[no-any-return]
-
-
-def _fmt(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"

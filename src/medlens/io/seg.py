@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from medlens.core.atomic import atomic_path
-from medlens.core.errors import FormatError, GeometryError, InputError, MissingDependencyError
+from medlens.core.errors import FormatError, GeometryError, InputError, require
 from medlens.core.image import Image, Units
 
 __all__ = ["SEGMENTATION_STORAGE", "is_seg", "list_segments", "read_seg", "write_seg"]
@@ -34,11 +34,7 @@ _SPACING_TOL_MM = 1e-3
 
 
 def _hd() -> Any:
-    try:
-        import highdicom
-    except ImportError as exc:  # pragma: no cover - a core dependency
-        raise MissingDependencyError("DICOM SEG needs highdicom: pip install highdicom") from exc
-    return highdicom
+    return require("highdicom", purpose="DICOM SEG")
 
 
 def is_seg(ds: Any) -> bool:

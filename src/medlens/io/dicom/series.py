@@ -291,4 +291,5 @@ def read_dicom_series(
         extra=_extra(ds0, records[0]),
         history=history,
     )
+    pixels.flags.writeable = False  # nothing else holds these pixels: the Image keeps them without a copy
     return Image(pixels, aff, meta)

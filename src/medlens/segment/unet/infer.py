@@ -79,8 +79,8 @@ def predict_probability(
     ``predictor`` is a torch module or any callable mapping a torch tensor ``(B, 1, *roi)`` to logits.
     A 2D model runs on every axial slice (the slices form the batch).
     """
-    import torch
-    from monai.inferers import sliding_window_inference
+    torch = require("torch", extra="dl", purpose="the U-Net")
+    sliding_window_inference = require("monai.inferers", extra="dl", purpose="the U-Net").sliding_window_inference
 
     x = torch.from_numpy(_network_input(image, config))
     with torch.inference_mode():
@@ -117,7 +117,7 @@ class _OnnxPredictor:
         self.name = self.session.get_inputs()[0].name
 
     def __call__(self, x: Any) -> Any:
-        import torch
+        torch = require("torch", extra="dl", purpose="the U-Net")
 
         out = self.session.run(None, {self.name: np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
         return torch.from_numpy(out)
@@ -125,7 +125,7 @@ class _OnnxPredictor:
 
 def export_onnx(net: Any, config: UNetConfig, path: str | os.PathLike[str], *, opset: int = 17) -> Path:
     """Export ``net`` to ONNX (dynamic batch, fixed window ``config.roi_size``), atomically."""
-    import torch
+    torch = require("torch", extra="dl", purpose="the U-Net")
 
     require("onnx", extra="dl", purpose="ONNX export")
     dummy = torch.zeros((1, 1, *config.roi_size), dtype=torch.float32)

@@ -28,7 +28,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 
     ``torch.set_num_threads`` is process-wide: a library call must not leave it changed.
     """
-    import torch
+    torch = require("torch", extra="dl", purpose="the U-Net")
 
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, int(threads)))
@@ -105,7 +105,7 @@ class UNetConfig:
 def build_unet(config: UNetConfig) -> Any:
     """A :class:`monai.networks.nets.UNet` for ``config`` (1 input channel, 1 output logit)."""
     require("monai", extra="dl", purpose="the U-Net")
-    from monai.networks.nets import UNet
+    UNet = require("monai.networks.nets", extra="dl", purpose="the U-Net").UNet
 
     return UNet(
         spatial_dims=config.spatial_dims,
@@ -119,7 +119,7 @@ def build_unet(config: UNetConfig) -> Any:
 
 def save_model(net: Any, config: UNetConfig, folder: str | os.PathLike[str], *, info: dict[str, Any] | None = None):
     """Write ``model.pt`` and ``model.json`` (config, plus ``info``: recipe, metrics) into ``folder``."""
-    import torch
+    torch = require("torch", extra="dl", purpose="the U-Net")
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def load_model(folder: str | os.PathLike[str], *, config: UNetConfig | None = No
 
     Raises :class:`InputError` when the checkpoint's tensors do not match the architecture.
     """
-    import torch
+    torch = require("torch", extra="dl", purpose="the U-Net")
 
     cfg = config or load_config(folder)[0]
     ck = Path(folder) / "model.pt"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medlens.core.errors import InputError
+from medlens.core.errors import InputError, require
 from medlens.segment.unet.data import Case
 from medlens.segment.unet.model import UNetConfig, build_unet, torch_threads
 
@@ -127,7 +127,7 @@ def train(
     The seed drives a forked copy of torch's global generator (weight initialisation): the caller's
     random state and thread count are the same afterwards as before.
     """
-    import torch
+    torch = require("torch", extra="dl", purpose="the U-Net")
 
     if not cases:
         raise InputError("train: no training cases")
@@ -148,8 +148,8 @@ def _train(
     seed: int,
     log: Callable[[str], None] | None,
 ) -> TrainResult:
-    import torch
-    from monai.losses import DiceCELoss
+    torch = require("torch", extra="dl", purpose="the U-Net")
+    DiceCELoss = require("monai.losses", extra="dl", purpose="the U-Net").DiceCELoss
 
     rng = np.random.default_rng(seed)
     net = build_unet(config)
