@@ -76,6 +76,7 @@ def _pet(shape: tuple[int, int, int] = (3, 64, 64)) -> Image:
     return Image.from_array(arr, spacing=(3.0, 4.0, 4.0), modality="PT", units="SUVbw")
 
 
+@pytest.mark.slow
 def test_unet_inference_leaves_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     torch = pytest.importorskip("torch")  # an optional extra ([dl]), not a MedLens module
     from medlens.segment.unet.infer import segment_unet
@@ -92,6 +93,7 @@ def test_unet_inference_leaves_torch_threads(monkeypatch: pytest.MonkeyPatch) ->
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_unet_training_leaves_threads_and_global_rng() -> None:
     torch = pytest.importorskip("torch")
     from medlens.segment.unet import UNetConfig
