@@ -498,26 +498,36 @@ def _list_files(root: Path) -> list[str]:
 
 
 def _read_dataset(path: str) -> Any:
-    import pydicom
+    """The whole dataset through medlens.io's one robust reader; not DICOM raises InvalidDicomError."""
     from pydicom.errors import InvalidDicomError
+
+    from medlens.core.errors import FormatError
+    from medlens.io.dicom.headers import read_dicom_file
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # pydicom's value-validation chatter on input
-        try:
-            return pydicom.dcmread(path)
-        except InvalidDicomError:
-            ds = pydicom.dcmread(path, force=True)  # DICOM without preamble/meta (older files)
-            if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-                raise
-            ds.ensure_file_meta()
-            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-            if "TransferSyntaxUID" not in ds.file_meta:
-                from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        got = read_dicom_file(path, pixels="read")
+    if got.status == "not_dicom":
+        raise InvalidDicomError(got.reason or "not a DICOM file")
+    if got.status == "dicomdir":
+        raise _DicomDirError(path)
+    if got.ds is None:
+        raise FormatError(got.reason or "unreadable")
+    ds = got.ds
+    if "SOPClassUID" in ds and "MediaStorageSOPClassUID" not in getattr(ds, "file_meta", {}):
+        # DICOM without preamble/meta (older files): give it the file meta a written file needs
+        ds.ensure_file_meta()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        if "TransferSyntaxUID" not in ds.file_meta:
+            from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-                ds.file_meta.TransferSyntaxUID = (
-                    ImplicitVRLittleEndian if ds.original_encoding[0] else ExplicitVRLittleEndian
-                )
-            return ds
+            implicit = ds.original_encoding[0]
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    return ds
+
+
+class _DicomDirError(Exception):
+    """The file is a DICOMDIR (a media index): never de-identified, its references would be stale."""
 
 
 def _process_file(path: str, out: Path, deid: Deidentifier, regions: tuple[PixelRegion, ...] = ()) -> dict[str, Any]:
@@ -538,6 +548,9 @@ def _process_file(path: str, out: Path, deid: Deidentifier, regions: tuple[Pixel
         ds = _read_dataset(path)
     except InvalidDicomError:
         rec["reason"] = "not a DICOM file"
+        return rec
+    except _DicomDirError:
+        rec["reason"] = "DICOMDIR (references would be stale; rebuild it from the output)"
         return rec
     except Exception as exc:
         rec["reason"] = f"unreadable: {type(exc).__name__}: {exc}"
