@@ -167,7 +167,7 @@ def test_catalog_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "RTSTRUCT" in capsys.readouterr().out
     assert main(["audit", "verify", str(log)]) == 0
     assert main(["catalog", "scan", str(tmp_path / "nope"), "--db", str(db)]) == 2
-    assert "is not a folder" in capsys.readouterr().err
+    assert "nope: no such file or folder" in capsys.readouterr().err
 
 
 def test_catalog_image_without_pixels_flagged(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from medlens.core.errors import MedlensWarning
-from medlens.io._dicom_pet import suv_factors
+from medlens.io.dicom.pet import suv_factors
 
 HALF_LIFE_S = 6586.2  # 18F
 DOSE_BQ = 370e6

@@ -67,7 +67,7 @@ def test_cli_mask_bad_output_name_and_format(
     ct_phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["mask", str(ct_phantom_dir / "dicom/image"), str(ct_phantom_dir / "dicom/mask"), "--roi", "GTV-1"]
-    assert main([*base, "--out", str(tmp_path / "m.png")]) == 2
+    assert main([*base, "--out", str(tmp_path / "m.png")]) == 3  # unknown output suffix: 3 in every command
     assert "cannot tell the output format" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "m.nii.gz"), "--format", "png"]) == 2
     assert "--format must be 'nifti' or 'seg'" in capsys.readouterr().err

@@ -145,7 +145,8 @@ def test_label_image_on_other_grid_explains_both(ct_phantom_dir: Path, sts_dir: 
     with pytest.raises(GeometryError, match="different grid") as info:
         read_mask(ct_phantom_dir / "nifti/mask/mask.nii.gz", reference=pet)
     msg = str(info.value)
-    assert "image shape (59, 43, 41)" in msg and "label image shape (60, 201, 204)" in msg
+    assert "mask.nii.gz: the label image is on a different grid" in msg
+    assert "shape (59, 43, 41) vs (60, 201, 204)" in msg and "spacing (" in msg and "origin (" in msg
 
 
 def test_read_mask_dispatch_errors(tmp_path: Path, phantom_ct: Image, ct_phantom_dir: Path) -> None:

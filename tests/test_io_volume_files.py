@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medlens import FormatError, Image, InputError
+from medlens import FormatError, GeometryError, Image, InputError
 from medlens.core.sitk_bridge import from_sitk
 from medlens.io.volume_files import read_volume, write_volume
 
@@ -174,7 +174,7 @@ def test_nifti_sform_qform_choice_matches_itk(
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(True)
     if ref is None:  # ITK refuses a sheared sform without a qform; so do we, with a message
-        with pytest.raises(FormatError, match="sform has shear and there is no qform"):
+        with pytest.raises(GeometryError, match="sform has shear and there is no qform"):
             read_volume(p)
     else:
         _assert_same(read_volume(p), ref, atol=1e-6)

@@ -43,7 +43,12 @@ def test_demo_produces_report_parquet_audit_and_model(demo_run: Path, capsys: py
     audit = [json.loads(line) for line in (run / "audit.jsonl").read_text().splitlines()]
     assert [e["action"] for e in audit][:3] == ["run.start", "run.cases", "features.write"]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert 0.0 <= metrics["auc_ci95"][0] <= metrics["auc"] <= metrics["auc_ci95"][1] <= 1.0
+    # the AUC is the Mann-Whitney statistic of the out-of-fold predictions: P(p_pos > p_neg) + ties / 2
+    y, p = np.array(metrics["oof"]["y"]), np.array(metrics["oof"]["p"])
+    pos, neg = p[y == 1], p[y == 0]
+    pairs = [(a > b) + 0.5 * (a == b) for a in pos for b in neg]
+    assert metrics["auc"] == pytest.approx(sum(pairs) / (len(pos) * len(neg)), abs=1e-12)
+    assert metrics["auc_ci95"][0] <= metrics["auc"] <= metrics["auc_ci95"][1]
     import joblib
 
     saved = joblib.load(run / "model" / "model.joblib")

@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -180,7 +181,6 @@ def test_killed_process_loses_nothing_finished(tmp_path: Path, data: Path) -> No
 
 @pytest.mark.slow
 def test_preprocess_recipe_is_applied_and_recorded(tmp_path: Path, data: Path) -> None:
-    pytest.importorskip("medlens.preprocess.recipe")
     plain = run_mod.run_pipeline(_config(tmp_path, data, out="plain"), progress=False)
     cfg = _config(tmp_path, data, out="smooth")
     cfg.raw["preprocess"]["recipe"] = {"name": "smooth", "steps": [{"gaussian_filter": {"sigma_mm": 2.0}}]}
@@ -196,7 +196,6 @@ def test_preprocess_recipe_is_applied_and_recorded(tmp_path: Path, data: Path) -
 
 
 def test_bad_recipe_fails_before_the_run(tmp_path: Path, data: Path) -> None:
-    pytest.importorskip("medlens.preprocess.recipe")
     cfg = copy.deepcopy(DEMO_CONFIG)
     cfg["preprocess"] = {"recipe": {"steps": [{"blur_everything": {}}]}}
     p = tmp_path / "cfg.yaml"
@@ -207,7 +206,6 @@ def test_bad_recipe_fails_before_the_run(tmp_path: Path, data: Path) -> None:
 
 @pytest.mark.slow
 def test_cohort_from_a_catalog_query(tmp_path: Path, data: Path) -> None:
-    pytest.importorskip("medlens.catalog")
     from medlens.catalog import scan
 
     scan(data, tmp_path / "cat.duckdb", workers=1)
@@ -258,7 +256,11 @@ def test_random_forest_with_harmonisation_end_to_end(tmp_path: Path, data: Path)
     assert m["harmonised"] == "combat" and m["classifier"] == "random_forest"  # true means ComBat
     assert m["importance_kind"] == "impurity importance"
     assert 0 < len(m["importance"]) <= 8 and all(d["importance"] >= 0 for d in m["importance"])
-    assert 0.0 <= m["auc"] <= 1.0 and 0.0 < m["permutation_p"] <= 1.0
+    y, p = np.array(m["oof"]["y"]), np.array(m["oof"]["p"])
+    pairs = [(a > b) + 0.5 * (a == b) for a in p[y == 1] for b in p[y == 0]]
+    assert m["auc"] == pytest.approx(sum(pairs) / ((y == 1).sum() * (y == 0).sum()), abs=1e-12)  # Mann-Whitney
+    # permutation p = (1 + #null scores >= observed) / (1 + 5 permutations): a multiple of 1/6
+    assert round(m["permutation_p"] * 6, 9) in {1.0, 2.0, 3.0, 4.0, 5.0, 6.0}
     import joblib
 
     saved = joblib.load(tmp_path / "run" / "model" / "model.joblib")

@@ -68,14 +68,13 @@ def test_one_voxel_mask() -> None:
     assert f["stat_var"] == 0.0
 
 
-def test_mask_outside_the_image_is_empty_after_resampling() -> None:
+def test_mask_on_another_grid_is_a_geometry_error() -> None:
+    from medlens.core.errors import GeometryError
+
     img = Image.from_array(np.zeros((6, 8, 8)), spacing=(1.0, 1.0, 1.0))
     msk = Image.from_array(np.ones((4, 4, 4), bool), spacing=(1.0, 1.0, 1.0), origin=(500.0, 500.0, 500.0))
-    with pytest.warns(RadiomicsWarning) as rec:
-        f = extract(img, msk, NO_TEXTURE)
-    msgs = " | ".join(str(r.message) for r in rec)
-    assert "differs from the image grid" in msgs and "the mask is empty" in msgs
-    assert math.isnan(f["stat_mean"])
+    with pytest.raises(GeometryError, match=r"shape \(6, 8, 8\) vs \(4, 4, 4\); origin \(0, 0, 0\) vs \(500"):
+        extract(img, msk, NO_TEXTURE)
 
 
 def test_constant_roi() -> None:
@@ -323,7 +322,6 @@ def test_features_do_not_depend_on_image_extent_beyond_the_roi() -> None:
 
 
 def test_cli_features_from_dicom_rtstruct(tmp_path: Path, ct_phantom_dir: Path, capsys) -> None:
-    pytest.importorskip("medlens.io.masks", reason="RTSTRUCT reading (medlens.io.masks) is not available yet")
     from medlens.cli import main
 
     out = tmp_path / "f.csv"

@@ -159,7 +159,8 @@ def test_bad_input_messages():
 
 
 def test_texture_settings_dataclass_is_accepted():
-    settings_mod = pytest.importorskip("medlens.radiomics.settings")
+    import medlens.radiomics.settings as settings_mod
+
     grey, roi = _random_roi(7)
     s = settings_mod.TextureSettings(dims=("3D",), families=("ngldm",), ngldm_alpha=1)
     f = compute_texture_features(grey, roi=roi, n_levels=5, settings=s)

@@ -76,8 +76,12 @@ def test_segment_metrics_empty_masks():
     e = np.zeros((3, 3, 3), bool)
     f = e.copy()
     f[1, 1, 1] = True
-    assert m.dice(e, e) == 1.0
-    assert m.dice(e, f) == 0.0
+    g = f.copy()
+    g[1, 1, 2] = True
+    # worked values at the edge of emptiness: 2*1/(1+1), 2*1/(1+2), 1/2 ; empty vs one voxel: 2*0/(0+1)
+    assert m.dice(f, f) == 1.0 and m.dice(f, g) == pytest.approx(2 / 3) and m.jaccard(f, g) == pytest.approx(1 / 2)
+    assert m.dice(e, f) == 0.0 and m.jaccard(e, f) == 0.0
+    assert m.dice(e, e) == 1.0 and m.jaccard(e, e) == 1.0  # documented convention (not 0/0 = NaN)
     with pytest.warns(m.EmptyMaskWarning, match="predicted"):
         assert math.isnan(m.hausdorff95_mm(e, f))
     assert math.isnan(m.volume_difference(f, e)[1])

@@ -73,7 +73,11 @@ def test_segment_unet_config_and_folder_errors(tmp_path):
     with pytest.raises(InputError, match=r"no model\.json"):
         load_config(tmp_path)
     net = build_unet(UNetConfig(spatial_dims=3, channels=(4, 8), strides=(2,), roi_size=(16, 16, 16)))
-    assert sum(p.numel() for p in net.parameters()) > 0
+    # worked by hand for MONAI's UNet (3x3x3 kernels, one residual unit, PReLU with one weight, instance norm
+    # without affine): down 1->4 stride 2 (conv 4*27+4, PReLU 1, residual 3x3x3 conv 4*27+4) = 225;
+    # bottom 4->8 (conv 8*4*27+8, PReLU 1, residual 1x1x1 conv 8*4+8) = 913; up: transposed conv 12->1
+    # (12*27+1, PReLU 1) + residual unit 1->1 conv only (27+1) = 354
+    assert sum(p.numel() for p in net.parameters()) == 225 + 913 + 354
 
 
 def test_segment_unet_shipped_model_is_small_and_documented():

@@ -55,9 +55,6 @@ HEADER_TAGS = [
     "ReferencedSeriesSequence",
 ]
 
-_PIXEL_TAGS_LE = {b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00"}
-_PIXEL_TAGS_BE = {b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09"}
-
 
 def _s(v: Any) -> str | None:
     if v is None:
@@ -151,8 +148,7 @@ def read_header(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
         ``not_dicom``, ``bad``; ``instance``: the instance row (or None); ``rois``: ROI rows of an
         RTSTRUCT/SEG; ``refs``: referenced series UIDs of an RTSTRUCT/SEG.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    from medlens.io.dicom.headers import read_dicom_file
 
     rec: dict[str, Any] = {
         "file": {"path": path, "size": size, "mtime_ns": mtime_ns, "status": "dicom", "reason": None},
@@ -161,19 +157,16 @@ def read_header(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
         "refs": [],
     }
     try:
-        with open(path, "rb") as fh:
-            try:
-                ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=HEADER_TAGS)
-            except InvalidDicomError:
-                fh.seek(0)
-                try:
-                    ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True)
-                    if "SOPInstanceUID" not in ds or "SeriesInstanceUID" not in ds:
-                        raise InvalidDicomError("no SOP/Series Instance UID")
-                except Exception:
-                    rec["file"].update(status="not_dicom", reason="not a DICOM file (no DICM preamble, no UIDs)")
-                    return rec
-            nxt = fh.read(4)
+        # The one robust reader of medlens.io: preamble-less files, DICOMDIR and damage are told apart there.
+        got = read_dicom_file(path, pixels="skip", specific_tags=HEADER_TAGS)
+        if got.ds is None:
+            reason = {
+                "not_dicom": "not a DICOM file (no DICM preamble, no UIDs)",
+                "dicomdir": "DICOMDIR (a media index, not an instance)",
+            }.get(got.status, got.reason)
+            rec["file"].update(status=got.status, reason=reason)
+            return rec
+        ds = got.ds
         meta = getattr(ds, "file_meta", None)
         sop_class = _s(ds.get("SOPClassUID")) or _s(meta.get("MediaStorageSOPClassUID") if meta else None)
         if sop_class == DICOMDIR_SOP_CLASS or os.path.basename(path).upper() == "DICOMDIR":
@@ -230,7 +223,7 @@ def read_header(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
             "rows": _i(h.get("Rows")),
             "columns": _i(h.get("Columns")),
             "n_frames": _i(h.get("NumberOfFrames")),
-            "has_pixels": nxt in _PIXEL_TAGS_LE or nxt in _PIXEL_TAGS_BE,
+            "has_pixels": got.has_pixels,
             "burned_in_annotation": _s(h.get("BurnedInAnnotation")),
         }
         if modality == "RTSTRUCT":

@@ -270,7 +270,10 @@ def export_bids(
     for pid, sub in sorted(labels.items(), key=lambda kv: kv[1]):
         p = pats.get(pid, {})
         age = p.get("patient_age") or ""
-        age_years = str(int(age[:3])) if re.fullmatch(r"\d{3}Y", str(age)) else "n/a"
+        from medlens.io.dicom.headers import age_years
+
+        years = age_years(age)  # the one PatientAge parser; BIDS wants whole years
+        age_txt = str(int(years)) if years is not None else "n/a"
 
         def na(v: Any) -> str:
             if v is None or v == "" or v != v:
@@ -281,7 +284,7 @@ def export_bids(
             [
                 f"sub-{sub}",
                 na(p.get("patient_sex")),
-                age_years,
+                age_txt,
                 na(p.get("patient_weight_kg")),
                 na(p.get("patient_size_m")),
             ]

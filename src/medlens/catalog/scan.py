@@ -135,26 +135,9 @@ class ScanReport:
 
 
 def _walk(root: Path) -> Iterator[tuple[str, int, int]]:
-    stack = [str(root)]
-    seen = {os.path.realpath(root)}  # symlinked folders are followed once (no loops)
-    while stack:
-        d = stack.pop()
-        try:
-            with os.scandir(d) as it:
-                for e in it:
-                    try:
-                        if e.is_dir():
-                            real = os.path.realpath(e.path)
-                            if real not in seen:
-                                seen.add(real)
-                                stack.append(e.path)
-                        elif e.is_file():
-                            st = e.stat()
-                            yield e.path, st.st_size, st.st_mtime_ns
-                    except OSError:
-                        continue
-        except OSError:
-            continue
+    from medlens.io.dicom.files import walk_files  # the one lister: symlinked folders followed once
+
+    return walk_files(root, include_hidden=True)
 
 
 def _read_all(todo: list[tuple[str, int, int]], workers: int, mapper: BatchMapper | None) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Data standardisation commands: ``catalog scan|ls``, ``deid``, ``export-bids``, ``audit verify``."""
+"""Data standardisation commands: ``catalog scan|ls``, ``deid``, ``export-bids``, ``audit verify|keygen``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import typer
 def register(app: typer.Typer) -> None:
     """Add the data commands to the ``medlens`` app."""
     catalog_app = typer.Typer(help="Scan DICOM trees into a DuckDB catalog and query it.", no_args_is_help=True)
-    audit_app = typer.Typer(help="Hash-chained audit logs.", no_args_is_help=True)
+    audit_app = typer.Typer(help="Hash-chained (optionally HMAC-keyed) audit logs.", no_args_is_help=True)
     app.add_typer(catalog_app, name="catalog")
     app.add_typer(audit_app, name="audit")
 
@@ -28,6 +28,11 @@ def register(app: typer.Typer) -> None:
         audit: Annotated[Path | None, typer.Option("--audit", help="Append an entry to this audit log.")] = None,
     ) -> None:
         """Scan DIRECTORY (headers only, incrementally) into the catalog."""
+        from medlens.cli._common import check_inputs, check_output
+
+        check_inputs(DIRECTORY=directory)
+        check_output(db, name="--db")
+        check_output(audit, name="--audit")
         from medlens.catalog import scan
         from medlens.pipeline.parallel import dask_mapper
 
@@ -88,6 +93,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """De-identify INPUT_DIR into OUTPUT_DIR (DICOM PS3.15 Annex E Basic Profile)."""
+        from medlens.cli._common import check_inputs, check_output
+
+        check_inputs(INPUT_DIR=input_dir)
+        check_output(output_dir, name="OUTPUT_DIR", folder=True)
+        check_output(map_path, name="--map")
+        check_output(audit, name="--audit")
         from medlens.io.deid import deidentify
         from medlens.pipeline.parallel import dask_mapper
 
@@ -113,6 +124,10 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow an existing, non-empty output.")] = False,
     ) -> None:
         """Export the catalogued image series as BIDS-style NIfTI + JSON sidecars."""
+        from medlens.cli._common import check_inputs, check_output
+
+        check_inputs(CATALOG=catalog)
+        check_output(output_dir, name="OUTPUT_DIR", folder=True)
         from medlens.catalog.bids import export_bids
 
         rep = export_bids(catalog, output_dir, overwrite=overwrite)
@@ -124,12 +139,40 @@ def register(app: typer.Typer) -> None:
         expect_count: Annotated[
             int | None, typer.Option("--expect-count", help="Number of entries recorded elsewhere.")
         ] = None,
+        key_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--key-file",
+                envvar="MEDLENS_AUDIT_KEY_FILE",
+                help="Secret key the entries were authenticated with (HMAC-SHA256); without it only the plain "
+                "chain is checked. Default: $MEDLENS_AUDIT_KEY_FILE.",
+            ),
+        ] = None,
     ) -> None:
-        """Verify the hash chain; exit code 3 and the first bad entry when it was tampered with."""
+        """Verify the chain (and, with the key, every entry's MAC); say which guarantee holds.
+
+        Exit code 3 and the first bad entry when the log was tampered with.
+        """
         from medlens.core.audit import verify
         from medlens.core.errors import FormatError
 
-        res = verify(log, expect_count=expect_count)
+        res = verify(log, expect_count=expect_count, key_file=key_file)
         if not res.ok:
-            raise FormatError(f"audit log {log}: entry {res.first_bad} of {res.n_entries} is bad: {res.reason}")
+            raise FormatError(
+                f"audit log {log}: entry {res.first_bad} of {res.n_entries} is bad: {res.reason} [{res.guarantee}]"
+            )
         typer.echo(f"ok: {res.n_entries} entries, chain intact")
+        typer.echo(res.guarantee)
+
+    @audit_app.command("keygen")
+    def audit_keygen(
+        key_file: Annotated[Path, typer.Argument(help="Key file to create (mode 0600; never overwritten).")],
+    ) -> None:
+        """Create a random secret key for keyed audit logs (set MEDLENS_AUDIT_KEY_FILE to use it).
+
+        Keep the key outside the log's folder: whoever can read it can forge entries.
+        """
+        from medlens.core.audit import create_key_file
+
+        key = create_key_file(key_file)
+        typer.echo(f"created {key_file} (mode 0600), key id {key.key_id}")

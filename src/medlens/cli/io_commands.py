@@ -121,13 +121,12 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Convert an image (e.g. a DICOM series) to NIfTI/NRRD/MHA."""
-        from medlens.core.errors import FormatError
-        from medlens.io.api import VOLUME_SUFFIXES, read_image, volume_suffix, write_image
+        from medlens.cli._common import check_inputs, check_output, volume_suffixes
 
-        if volume_suffix(out) is None:  # fail before reading a whole series
-            raise FormatError(
-                f"{out}: cannot tell the output format from the name; use one of {', '.join(VOLUME_SUFFIXES)}"
-            )
+        check_inputs(IN=inp)  # fail before reading a whole series
+        check_output(out, name="OUT", suffixes=volume_suffixes())
+        from medlens.io.api import read_image, write_image
+
         img = read_image(inp, series_uid=series, on_irregular="resample" if resample_irregular else "error")
         written = write_image(img, out)
         typer.echo(

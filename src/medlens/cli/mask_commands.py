@@ -55,11 +55,17 @@ def register(app: typer.Typer) -> None:
         Exit codes: 2 bad input (unknown ROI: the message lists those present), 3 unreadable file,
         4 the mask belongs to another image or grid.
         """
+        from medlens.cli._common import DICOM_SUFFIXES, check_inputs, check_output, volume_suffixes
+
+        check_inputs(IMAGE=image, MASK=maskfile)
+        if fmt is None:
+            check_output(out, name="--out", suffixes=(*volume_suffixes(), *DICOM_SUFFIXES))
+        kind = _output_format(out, fmt)
+        check_output(out, name="--out")
         from medlens.core.errors import InputError
         from medlens.io.api import read_image, volume_suffix
         from medlens.io.masks import read_mask
 
-        kind = _output_format(out, fmt)
         img = read_image(image, series_uid=series)
         m = read_mask(maskfile, reference=img, roi=roi)
         n = int(m.array.sum())

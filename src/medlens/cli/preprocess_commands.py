@@ -22,14 +22,14 @@ def register(app: typer.Typer) -> None:
         roi: Annotated[str | None, typer.Option("--roi", help="ROI name inside an RTSTRUCT/SEG mask.")] = None,
     ) -> None:
         """Run a preprocessing recipe on an image and write the result."""
-        from medlens.io.api import VOLUME_SUFFIXES, read_image, read_mask, volume_suffix, write_image
+        from medlens.cli._common import check_inputs, check_output, volume_suffixes
+
+        check_inputs(IN=inp, recipe=recipe, mask=mask)
+        check_output(out, name="OUT", suffixes=volume_suffixes())
+        from medlens.io.api import read_image, read_mask, write_image
         from medlens.preprocess.recipe import Recipe
 
         rec = Recipe.from_yaml(recipe)  # validate before reading pixels
-        if volume_suffix(out) is None:
-            from medlens.core.errors import InputError
-
-            raise InputError(f"{out}: OUT must end in one of {', '.join(VOLUME_SUFFIXES)}")
         image = read_image(inp)
         m = read_mask(mask, reference=image, roi=roi) if mask is not None else None
         result = rec.apply(image, mask=m)
@@ -85,6 +85,12 @@ def register(app: typer.Typer) -> None:
         The intensity options change only what the metric compares; the transform applies to the
         original MOVING image.
         """
+        from medlens.cli._common import check_inputs, check_output, volume_suffixes
+
+        check_inputs(FIXED=fixed, MOVING=moving, mask=mask, moving_mask=moving_mask)
+        check_output(out, name="--out", suffixes=volume_suffixes())
+        check_output(transform, name="--transform", suffixes=(".tfm",))
+        check_output(overlay, name="--overlay", suffixes=(".png",))
         from medlens.io.api import read_image, read_mask, write_image
         from medlens.preprocess.register import PETCT_INPUTS, apply_transform
         from medlens.preprocess.register import register as do_register

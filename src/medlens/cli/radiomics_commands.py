@@ -89,6 +89,15 @@ def _one(case_id: str, image: Path, mask: Path, roi: str | None, preset: str) ->
 
 
 def register(app: typer.Typer) -> None:
+    @app.command("warm-up")
+    def warm_up_cmd() -> None:
+        """Compile the radiomics kernels into the user cache (once after installing; 10-30 s), so no run pays it."""
+        from medlens.radiomics._jit import cache_dir
+        from medlens.radiomics.warmup import warm_up
+
+        seconds = warm_up()
+        typer.echo(f"radiomics kernels ready in {seconds:.1f} s (cache: {cache_dir()})")
+
     @app.command("features")
     def features(
         image: Annotated[Path, typer.Argument(help="Image: DICOM folder or NIfTI/NRRD/MHA file.")],
@@ -98,6 +107,10 @@ def register(app: typer.Typer) -> None:
         roi: Annotated[str | None, typer.Option("--roi", help="ROI name in an RTSTRUCT/SEG.")] = None,
     ) -> None:
         """Compute IBSI radiomics features of one ROI and write them as a one-row CSV."""
+        from medlens.cli._common import CSV_SUFFIXES, check_inputs, check_output
+
+        check_inputs(IMAGE=image, MASK=mask)
+        check_output(out, name="--out", suffixes=CSV_SUFFIXES)
         row = _one(image.name, image, mask, roi, preset)
         _write_table([row], out)
         n = sum(1 for k in row if k not in ("case_id", "image", "mask", "roi", "preset", "settings_hash", "warnings"))
@@ -110,8 +123,11 @@ def register(app: typer.Typer) -> None:
         preset: Annotated[str, typer.Option("--preset", help=_PRESET_HELP)] = "default",
     ) -> None:
         """Compute features for every case listed in CASES.csv (paths relative to that file's folder)."""
+        from medlens.cli._common import CSV_SUFFIXES, check_inputs, check_output
         from medlens.core.errors import InputError, MedlensError
 
+        check_inputs(CASES=cases)
+        check_output(out, name="--out", suffixes=CSV_SUFFIXES)
         if not cases.is_file():
             raise InputError(f"{cases}: no such cases file")
         with cases.open(newline="") as fh:

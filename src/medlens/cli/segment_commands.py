@@ -83,6 +83,10 @@ def register(app: typer.Typer) -> None:
         """Segment IMAGE and write the mask (label image for multi-otsu and lungs)."""
         import numpy as np
 
+        from medlens.cli._common import DICOM_SUFFIXES, check_inputs, check_output, volume_suffixes
+
+        check_inputs(IMAGE=image, model=model)
+        check_output(out, name="--out", suffixes=(*volume_suffixes(), *DICOM_SUFFIXES))
         from medlens.io.api import read_image
         from medlens.segment.dispatch import postprocess_mask
         from medlens.segment.dispatch import segment as segment_image
@@ -118,6 +122,9 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         """Dice, Jaccard, HD95 and ASSD (mm), volume difference between PRED and GT."""
+        from medlens.cli._common import check_inputs
+
+        check_inputs(PRED=pred, GT=gt, reference=reference)
         from medlens.io.api import read_image, read_mask
         from medlens.segment import metrics
 

@@ -7,6 +7,8 @@ CLI never has to guess (see the README, "Exit codes").
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MedlensError(Exception):
     """Base class of every error MedLens raises on purpose."""
@@ -56,15 +58,36 @@ class SkippedInputWarning(MedlensWarning):
     """Some input files were skipped (unreadable, not DICOM, ...)."""
 
 
-def require(package: str, *, extra: str | None = None, purpose: str = "") -> object:
-    """Import an optional package or raise :class:`MissingDependencyError` saying how to install it."""
+def require(module: str, *, extra: str | None = None, purpose: str = "", package: str | None = None) -> Any:
+    """Import an optional module or raise :class:`MissingDependencyError` (exit 5) saying how to install it.
+
+    The one way MedLens imports an optional dependency (torch, MONAI, ONNX Runtime, nibabel, ...):
+    a missing package is always exit code 5 with the install command, never a bare ImportError (exit 1).
+
+    Parameters
+    ----------
+    module
+        Module to import (``"torch"``, ``"monai.networks.nets"``).
+    extra
+        The MedLens extra that installs it (``"dl"`` gives ``pip install 'medlens[dl]'``).
+    purpose
+        What needs it, for the message (``"the U-Net"``).
+    package
+        The pip name when it differs from the top-level module (``"SimpleITK"``, ``"pynrrd"``).
+
+    Returns
+    -------
+    module
+        The imported module.
+    """
     import importlib
 
     try:
-        return importlib.import_module(package)
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        how = f"pip install 'medlens[{extra}]'" if extra else f"pip install {package}"
+        return importlib.import_module(module)
+    except ImportError as exc:
+        pip_name = package or module.split(".")[0]
+        how = f"pip install 'medlens[{extra}]'" if extra else f"pip install {pip_name}"
         what = f" for {purpose}" if purpose else ""
         raise MissingDependencyError(
-            f"the optional package {package!r} is needed{what} but is not installed; install it with: {how}"
+            f"the optional package {pip_name!r} is needed{what} but cannot be imported ({exc}); install it with: {how}"
         ) from exc

@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from medlens.core.errors import GeometryError, InputError
 
-__all__ = ["Image", "ImageMeta", "Units", "affine_from_geometry"]
+__all__ = ["UNIT_DTYPE_KINDS", "Image", "ImageMeta", "Units", "affine_from_geometry"]
 
 
 class Units:
@@ -44,6 +44,42 @@ class Units:
     LABEL = "label"  #: integer labels (segmentations)
     MASK = "mask"  #: boolean mask
     UNKNOWN = "unknown"
+
+
+#: Which array dtype kinds each unit allows (numpy ``dtype.kind``: b bool, i/u integer, f float).
+#: Units not listed (``arbitrary``, ``unknown``) allow any of ``biuf``. A mismatch is an
+#: :class:`~medlens.core.errors.InputError` when an Image is made.
+UNIT_DTYPE_KINDS: Mapping[str, str] = types.MappingProxyType(
+    {
+        Units.MASK: "b",
+        Units.LABEL: "iu",
+        Units.HU: "iuf",
+        Units.SUVBW: "iuf",
+        Units.SUVLBM: "iuf",
+        Units.SUVBSA: "iuf",
+        Units.BQML: "iuf",
+        Units.NORMALISED: "f",
+    }
+)
+_KIND_NAMES = {"b": "boolean", "i": "signed integer", "u": "unsigned integer", "f": "float"}
+
+
+def units_allow(units: str, dtype: np.dtype[Any]) -> bool:
+    """True when an array of ``dtype`` may carry ``units`` (see :data:`UNIT_DTYPE_KINDS`)."""
+    return dtype.kind in UNIT_DTYPE_KINDS.get(units, "biuf")
+
+
+def _derived_units(units: str, dtype: np.dtype[Any]) -> str:
+    """Units of an array derived from an image in ``units`` whose dtype no longer fits them.
+
+    A boolean array made from any image is a mask; integers made from a mask are labels;
+    anything else that leaves its unit's dtype kinds loses the unit (``unknown``).
+    """
+    if dtype.kind == "b":
+        return Units.MASK
+    if units == Units.MASK and dtype.kind in "iu":
+        return Units.LABEL
+    return Units.UNKNOWN
 
 
 def _freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -160,9 +196,20 @@ def _check_ndim(arr: np.ndarray) -> None:
         )
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    if a.flags.writeable:
-        a = a.view()
+def _exclusively_read_only(a: np.ndarray) -> bool:
+    """True when neither ``a`` nor any array it views can be written through."""
+    x: Any = a
+    while isinstance(x, np.ndarray):
+        if x.flags.writeable:
+            return False
+        x = x.base
+    return True
+
+
+def _owned_read_only(a: np.ndarray) -> np.ndarray:
+    """The array an Image keeps: ``a`` itself when nothing can write to it, else a read-only copy."""
+    if not _exclusively_read_only(a):
+        a = np.array(a, copy=True)
         a.flags.writeable = False
     return a
 
@@ -177,12 +224,18 @@ class Image:
     Parameters
     ----------
     array
-        Pixel data, indexed ``(z, y, x)`` (3D) or ``(y, x)`` (2D). Stored read-only; the
-        caller's array is not copied if it is already read-only, so do not modify it after.
+        Pixel data, indexed ``(z, y, x)`` (3D) or ``(y, x)`` (2D). The Image keeps its own
+        read-only copy: changing the caller's array afterwards never changes the Image. No copy
+        is made when the array is already read-only all the way down (neither it nor any array
+        it is a view of is writeable, e.g. another Image's array): then nothing can write to it
+        through numpy. (An owner that sets ``writeable=True`` again on such an array breaks
+        this contract; MedLens never does.)
     affine
         4x4 matrix from array index to LPS mm (see the module docstring).
     meta
-        Provenance (:class:`ImageMeta`).
+        Provenance (:class:`ImageMeta`). ``meta.units`` must fit the dtype
+        (:data:`UNIT_DTYPE_KINDS`: a mask is boolean, labels are integers, HU/SUV/BQML numeric,
+        normalised values float), else :class:`~medlens.core.errors.InputError`.
     """
 
     array: np.ndarray
@@ -204,10 +257,17 @@ class Image:
         if abs(np.linalg.det(aff[:3, :3])) < 1e-12:
             raise GeometryError("affine is singular (a zero spacing or collinear axes)")
         aff.flags.writeable = False
-        object.__setattr__(self, "array", _readonly(arr))
-        object.__setattr__(self, "affine", aff)
         if not isinstance(self.meta, ImageMeta):
             raise InputError(f"meta must be an ImageMeta, got {type(self.meta).__name__}")
+        if not units_allow(self.meta.units, arr.dtype):
+            allowed = " or ".join(_KIND_NAMES[k] for k in UNIT_DTYPE_KINDS[self.meta.units])
+            raise InputError(
+                f"units {self.meta.units!r} need a {allowed} array, got dtype {arr.dtype}"
+                f"{f' ({self.meta.source})' if self.meta.source else ''}; convert the array (e.g. mask > 0 for a "
+                "mask, .astype(np.int32) for labels) or give the units it has (medlens.Units)"
+            )
+        object.__setattr__(self, "array", _owned_read_only(arr))
+        object.__setattr__(self, "affine", aff)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -225,7 +285,8 @@ class Image:
 
         ``meta_fields`` (``modality=``, ``units=``, ...) are a shortcut for an :class:`ImageMeta`.
         """
-        arr = np.array(array, copy=True)
+        arr = np.array(array, copy=True)  # our own copy: Image keeps it without a second one
+        arr.flags.writeable = False
         _check_ndim(arr)
         if spacing is None:
             spacing = (1.0,) * arr.ndim
@@ -306,14 +367,31 @@ class Image:
         """True if ``other`` has the same shape and affine (within ``atol_mm``)."""
         return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=atol_mm, rtol=0))
 
-    def require_same_grid(self, other: Image, *, what: str = "mask", atol_mm: float = 1e-3) -> None:
-        """Raise :class:`GeometryError` describing the difference if ``other`` is on another grid."""
+    def require_same_grid(
+        self, other: Image, *, what: str = "mask", atol_mm: float = 1e-3, source: str | None = None
+    ) -> None:
+        """Raise :class:`GeometryError` (exit 4) saying what differs if ``other`` is not on this grid.
+
+        The one rule for off-grid masks (radiomics, segmentation metrics, :func:`medlens.io.read_mask`,
+        preprocessing recipes, the pipeline): a mask must be on its image's grid (same shape, affine
+        equal within ``atol_mm``); it is never resampled silently. ``source`` (a path) starts the message.
+        """
         if self.same_grid(other, atol_mm=atol_mm):
             return
+        diffs = []
+        if self.shape != other.shape:
+            diffs.append(f"shape {self.shape} vs {other.shape}")
+        if not np.allclose(self.spacing, other.spacing, atol=atol_mm, rtol=0) or self.ndim != other.ndim:
+            diffs.append(f"spacing {_fmt(self.spacing)} vs {_fmt(other.spacing)} mm")
+        if not np.allclose(self.origin, other.origin, atol=atol_mm, rtol=0):
+            diffs.append(f"origin {_fmt(self.origin)} vs {_fmt(other.origin)} mm")
+        if not np.allclose(self.direction, other.direction, atol=1e-4, rtol=0):
+            diffs.append(f"direction {np.round(self.direction, 4).tolist()} vs {np.round(other.direction, 4).tolist()}")
+        where = f"{source}: " if source else ""
         raise GeometryError(
-            f"the {what} is on a different grid from the image: image shape {self.shape}, spacing "
-            f"{_fmt(self.spacing)} mm, origin {_fmt(self.origin)}; {what} shape {other.shape}, spacing "
-            f"{_fmt(other.spacing)} mm, origin {_fmt(other.origin)}. Resample the {what} onto the image "
+            f"{where}the {what} is on a different grid from the image (image vs {what}): "
+            + ("; ".join(diffs) or "affines differ")
+            + f" (tolerance {atol_mm} mm). Resample the {what} onto the image "
             "(medlens.preprocess.resample_to_reference) or read it with reference=image"
         )
 
@@ -328,7 +406,9 @@ class Image:
         """A new Image with the same geometry and ``array`` (same shape) as pixels.
 
         ``op`` is appended to ``meta.history``; ``meta_changes`` update the provenance
-        (e.g. ``units=Units.NORMALISED`` when intensities change meaning).
+        (e.g. ``units=Units.NORMALISED`` when intensities change meaning). Without ``units=``,
+        units that do not fit the new dtype are derived, by one rule: a boolean array is a
+        ``mask``, integers made from a mask are ``label``, anything else becomes ``unknown``.
         """
         arr = np.asarray(array)
         if arr.shape != self.array.shape:
@@ -337,6 +417,8 @@ class Image:
                 "use Image(array, affine, meta) for a new grid"
             )
         meta = self.meta
+        if "units" not in meta_changes and not units_allow(meta.units, arr.dtype):
+            meta_changes["units"] = _derived_units(meta.units, arr.dtype)
         if op is not None:
             meta_changes["history"] = (*meta.history, op)
         if meta_changes:

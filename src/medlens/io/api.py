@@ -17,26 +17,11 @@ from typing import Any, Literal
 
 from medlens.core.errors import FormatError, InputError
 from medlens.core.image import Image
+from medlens.io._formats import VOLUME_SUFFIXES, is_dicom_input, volume_suffix
+
+__all__ = ["VOLUME_SUFFIXES", "list_series", "read_image", "read_mask", "volume_suffix", "write_image"]
 
 PathLike = str | os.PathLike[str]
-
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-def volume_suffix(path: PathLike) -> str | None:
-    """The recognised volume-file suffix of ``path`` (``".nii.gz"``, ``".nrrd"``, ...) or None."""
-    name = Path(path).name.lower()
-    for suf in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suf):
-            return suf
-    return None
-
-
-def _is_dicom_input(path: PathLike | Sequence[PathLike]) -> bool:
-    if isinstance(path, (list, tuple)):
-        return True
-    p = Path(path)  # type: ignore[arg-type]
-    return p.is_dir() or volume_suffix(p) is None
 
 
 def read_image(
@@ -72,7 +57,7 @@ def read_image(
         raise InputError(f"on_irregular must be 'error' or 'resample', got {on_irregular!r}")
     if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
         raise InputError(f"{path}: no such file or folder")
-    if _is_dicom_input(path):
+    if is_dicom_input(path):
         from medlens.io.dicom_series import read_dicom_series
 
         return read_dicom_series(path, series_uid=series_uid, on_irregular=on_irregular)

@@ -48,12 +48,14 @@ def source_slices(
         No image slice found, the slices belong to several series, or a multi-frame image is given while
         ``refuse_multiframe`` names what cannot take one (e.g. ``"SEG writing"``).
     """
-    import pydicom
     from pydicom.dataset import Dataset
+
+    from medlens.io.dicom.files import list_files
+    from medlens.io.dicom.headers import read_dicom_file
 
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
-        items: list[Any] = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+        items: list[Any] = list_files(p)
     else:
         items = list(source)
     out = []
@@ -61,9 +63,8 @@ def source_slices(
         if isinstance(it, Dataset):
             ds = it
         else:
-            try:
-                ds = pydicom.dcmread(str(it), stop_before_pixels=True)
-            except Exception:
+            ds = read_dicom_file(it, pixels="skip").ds
+            if ds is None:
                 continue
         if str(ds.get("Modality", "")).upper() == "SEG":
             continue

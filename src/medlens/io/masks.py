@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from medlens.core.errors import FormatError, GeometryError, InputError
+from medlens.core.errors import FormatError, InputError
 from medlens.core.image import Image, Units
+from medlens.io._formats import volume_suffix
 
 __all__ = ["describe_mask_source", "read_label_image", "read_mask"]
 
@@ -29,24 +30,20 @@ _LABEL_GRID_TOL_MM = 1e-3
 
 
 def _volume_suffix(path: Path) -> bool:
-    from medlens.io.api import volume_suffix
-
     return volume_suffix(path) is not None
 
 
 def _dicom_kinds(path: Path) -> dict[str, list[Path]]:
     """RTSTRUCT and SEG files at ``path`` (file or folder, recursive)."""
-    import pydicom
-
+    from medlens.io.dicom.files import list_files
+    from medlens.io.dicom.headers import read_dicom_file
     from medlens.io.rtstruct import is_rtstruct
     from medlens.io.seg import is_seg
 
-    files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file())
     kinds: dict[str, list[Path]] = {"RTSTRUCT": [], "SEG": []}
-    for f in files:
-        try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
-        except Exception:
+    for f in list_files(path):
+        ds = read_dicom_file(f, pixels="skip", specific_tags=["SOPClassUID", "Modality"]).ds
+        if ds is None:
             if path.is_file():
                 raise FormatError(
                     f"{f}: not a DICOM RTSTRUCT/SEG and not a label image "
@@ -128,14 +125,7 @@ def read_label_image(
     lab = read_volume(p)
     if lab.ndim == 3 and reference.ndim == 2 and lab.shape[0] == 1:
         lab = lab.slice2d(0)
-    if not reference.same_grid(lab, atol_mm=atol_mm):
-        raise GeometryError(
-            f"{p}: the label image is on a different grid from the image: image shape {reference.shape}, spacing "
-            f"{_fmt(reference.spacing)} mm, origin {_fmt(reference.origin)}, direction "
-            f"{np.round(reference.direction, 4).tolist()}; label image shape {lab.shape}, spacing {_fmt(lab.spacing)} "
-            f"mm, origin {_fmt(lab.origin)}, direction {np.round(lab.direction, 4).tolist()} (tolerance {atol_mm} mm). "
-            "Resample the label image onto the image first (medlens.preprocess) or pass the image it was drawn on"
-        )
+    reference.require_same_grid(lab, what="label image", atol_mm=atol_mm, source=str(p))  # the one off-grid rule
     arr = np.asarray(lab.array)
     if label is None:
         sel = arr != 0
@@ -212,7 +202,3 @@ def read_mask(
 
         return read_seg(kinds["SEG"][0] if len(kinds["SEG"]) == 1 else p, reference=reference, roi=roi)
     return _no_or_mixed(p, kinds)  # type: ignore[no-any-return]
-
-
-def _fmt(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"

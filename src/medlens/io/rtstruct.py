@@ -62,15 +62,13 @@ def find_rtstruct(path: PathLike) -> list[Path]:
         return [p]
     if not p.is_dir():
         raise InputError(f"{p}: no such file or folder")
-    import pydicom
+    from medlens.io.dicom.files import list_files
+    from medlens.io.dicom.headers import read_dicom_file
 
     found = []
-    for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
-        except Exception:
-            continue
-        if is_rtstruct(ds):
+    for f in list_files(p):
+        ds = read_dicom_file(f, pixels="skip", specific_tags=["SOPClassUID", "Modality"]).ds
+        if ds is not None and is_rtstruct(ds):
             found.append(f)
     return found
 

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from medlens.core.atomic import atomic_path
-from medlens.core.errors import FormatError, GeometryError, InputError, MissingDependencyError
+from medlens.core.errors import FormatError, GeometryError, InputError, require
 from medlens.core.image import Image, Units
 
 __all__ = ["SEGMENTATION_STORAGE", "is_seg", "list_segments", "read_seg", "write_seg"]
@@ -34,11 +34,7 @@ _SPACING_TOL_MM = 1e-3
 
 
 def _hd() -> Any:
-    try:
-        import highdicom
-    except ImportError as exc:  # pragma: no cover - a core dependency
-        raise MissingDependencyError("DICOM SEG needs highdicom: pip install highdicom") from exc
-    return highdicom
+    return require("highdicom", purpose="DICOM SEG")
 
 
 def is_seg(ds: Any) -> bool:
@@ -49,15 +45,13 @@ def is_seg(ds: Any) -> bool:
 def _load(path: PathLike) -> Any:
     p = Path(path)
     if p.is_dir():
-        import pydicom
+        from medlens.io.dicom.files import list_files
+        from medlens.io.dicom.headers import read_dicom_file
 
         cands = []
-        for f in sorted(q for q in p.rglob("*") if q.is_file()):
-            try:
-                ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["SOPClassUID"])
-            except Exception:
-                continue
-            if is_seg(ds):
+        for f in list_files(p):
+            ds = read_dicom_file(f, pixels="skip", specific_tags=["SOPClassUID"]).ds
+            if ds is not None and is_seg(ds):
                 cands.append(f)
         if len(cands) != 1:
             found = ", ".join(c.name for c in cands[:6]) or "none"

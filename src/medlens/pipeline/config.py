@@ -306,18 +306,14 @@ def load_config(
     Relative ``data_dir`` and ``output.dir`` are resolved against the config file's folder;
     ``--data`` (``data_dir``) against the current folder.
     """
-    import yaml
 
     if raw is None:
         if path is None:
             raise InputError("load_config needs a path or a raw mapping")
+        from medlens.core.config_file import read_config_file  # the one rule for config files
+
         p = Path(path)
-        if not p.is_file():
-            raise InputError(f"{p}: configuration file not found")
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise InputError(f"{p}: not valid YAML ({exc})") from exc
+        raw = read_config_file(p, what="configuration")
         base = p.resolve().parent
         source = str(p)
     else:

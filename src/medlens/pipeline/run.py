@@ -304,13 +304,59 @@ def execute_cases(
     return ExecutionSummary(results, n_skipped, len(todo), n_failed, time.perf_counter() - t0, mode)
 
 
+#: Every worker process computes with one thread: BLAS/OpenMP, numba, ITK (SimpleITK) and numexpr pools
+#: would otherwise each start one thread per core in every worker (workers x cores threads in all).
+WORKER_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
+}
+
+
+def local_cluster(workers: int | None, *, memory_limit: str | int | None = "auto") -> Any:
+    """A Dask LocalCluster of single-threaded worker processes (see :data:`WORKER_THREAD_ENV`).
+
+    The variables are in each worker's environment before it starts (so BLAS and ITK read them
+    when they load). Distributed writes its "pre-spawn" variables (and a parent-PID marker) into *this*
+    process's environment while it spawns the workers; they are put back as they were, so the caller's
+    process is unchanged.
+    """
+    import logging
+
+    import dask
+    from distributed import LocalCluster
+
+    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_THREAD_ENV}
+    saved = dict(os.environ)
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
+            return LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                memory_limit=memory_limit,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+                env=WORKER_THREAD_ENV,
+            )
+    finally:
+        for k in set(os.environ) - set(saved):
+            del os.environ[k]
+        os.environ.update({k: v for k, v in saved.items() if os.environ.get(k) != v})
+
+
 def _run_dask(todo, settings, cases_dir, base_dir, workers, ex):  # type: ignore[no-untyped-def]
     """Yield (case, result) as Dask tasks complete (a lost worker is recorded as the case's error)."""
     import logging
 
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    dlog = logging.getLogger("distributed")
+    dlog_level = dlog.level  # restored in the finally below: loggers are process-wide
+    dlog.setLevel(logging.ERROR)
     cluster = None
     if ex["scheduler"]:
         try:
@@ -321,14 +367,7 @@ def _run_dask(todo, settings, cases_dir, base_dir, workers, ex):  # type: ignore
                 "(tcp://HOST:PORT) and that the scheduler is running, or leave --scheduler out for a local cluster"
             ) from exc
     else:
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            memory_limit=ex["memory_limit"],
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
+        cluster = local_cluster(workers, memory_limit=ex["memory_limit"])
         client = Client(cluster)
     try:
         futures = {}
@@ -371,6 +410,7 @@ def _run_dask(todo, settings, cases_dir, base_dir, workers, ex):  # type: ignore
         client.close()
         if cluster is not None:
             cluster.close()
+        dlog.setLevel(dlog_level)
 
 
 @dataclass

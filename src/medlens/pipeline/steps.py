@@ -18,10 +18,9 @@ __all__ = ["dicom_files", "header_facts", "make_mask", "preprocess", "rtstruct_r
 
 def dicom_files(path: str | os.PathLike[str]) -> list[Path]:
     """DICOM files under ``path`` (a file or a folder searched recursively), sorted by name."""
-    p = Path(path)
-    if p.is_file():
-        return [p]
-    return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+    from medlens.io.dicom.files import list_files
+
+    return list_files(path)
 
 
 def header_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -43,11 +42,9 @@ def header_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
         ds = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
     except Exception:
         return {}
-    age = None
-    raw_age = str(getattr(ds, "PatientAge", "") or "")
-    if len(raw_age) == 4 and raw_age[:3].isdigit():
-        factor = {"Y": 1.0, "M": 1 / 12, "W": 1 / 52.18, "D": 1 / 365.25}.get(raw_age[3].upper())
-        age = float(raw_age[:3]) * factor if factor else None
+    from medlens.io.dicom.headers import age_years
+
+    age = age_years(getattr(ds, "PatientAge", None))
     weight = float(ds.PatientWeight) if getattr(ds, "PatientWeight", None) not in (None, "") else None
     height = float(ds.PatientSize) if getattr(ds, "PatientSize", None) not in (None, "") else None
     bmi = weight / height**2 if weight and height and height > 0.3 else None

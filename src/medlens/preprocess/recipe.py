@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medlens.core.errors import FormatError, InputError
+from medlens.core.errors import InputError
 from medlens.core.image import Image
 
 __all__ = ["STEPS", "Recipe", "Step"]
@@ -137,16 +137,11 @@ class Recipe:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> Recipe:
         """Load a recipe YAML file (see the module docstring for the format)."""
-        import yaml
+        from medlens.core.config_file import read_config_file  # the one rule for config files
 
-        p = Path(path)
-        if not p.is_file():
+        if not Path(path).is_file():
             raise InputError(f"{path}: no such recipe file")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise FormatError(f"{path}: not valid YAML ({exc})") from exc
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_config_file(path, what="recipe"), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as data (round-trips through :meth:`from_dict`; stored in lineage)."""

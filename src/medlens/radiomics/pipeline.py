@@ -137,16 +137,7 @@ def _prepare(image: Image, mask: Image) -> tuple[Image, Image, np.ndarray | None
             f"the mask must be boolean (dtype bool); got {mask.dtype}. Convert a label map with "
             "mask.with_array(mask.array == label)"
         )
-    if not image.same_grid(mask):
-        from medlens.preprocess.resample import resample_to_reference
-
-        warnings.warn(
-            f"the mask grid {mask.shape} differs from the image grid {image.shape}; resampling it onto the image "
-            "(world coordinates, linear, threshold 0.5)",
-            RadiomicsWarning,
-            stacklevel=3,
-        )
-        mask = resample_to_reference(mask, image, order="linear")
+    image.require_same_grid(mask, what="mask")  # the one off-grid rule: never resampled silently
     arr = image.array
     finite = None
     if arr.dtype.kind == "f":

@@ -273,18 +273,14 @@ def _build(klass: type, value: Any, where: str) -> Any:
 
 def load_settings(path: str | Path) -> RadiomicsSettings:
     """Read settings from a YAML file (see :meth:`RadiomicsSettings.from_dict`)."""
-    import yaml
+    from medlens.core.config_file import read_config_file  # the one rule for config files
 
     p = Path(path)
     if not p.is_file():
         raise InputError(
             f"settings file {p} not found; give a preset name ({', '.join(preset_names())}) or a YAML file"
         )
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"settings file {p} is not valid YAML: {exc}") from exc
-    return RadiomicsSettings.from_dict(data or {}, source=str(p))
+    return RadiomicsSettings.from_dict(read_config_file(p, what="radiomics settings"), source=str(p))
 
 
 def save_settings(settings: RadiomicsSettings, path: str | Path) -> None:

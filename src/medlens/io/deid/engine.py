@@ -491,42 +491,43 @@ def deidentify(
 
 
 def _list_files(root: Path) -> list[str]:
-    """Every file under ``root``, sorted; symlinked folders are followed once (no loops), like the catalog."""
-    seen = {os.path.realpath(root)}
-    out = []
-    for d, dirs, names in os.walk(root, followlinks=True):
-        keep = []
-        for sub in dirs:
-            real = os.path.realpath(os.path.join(d, sub))
-            if real not in seen:
-                seen.add(real)
-                keep.append(sub)
-        dirs[:] = keep
-        out += [os.path.join(d, f) for f in names if os.path.isfile(os.path.join(d, f))]
-    return sorted(out)
+    """Every file under ``root``, sorted, hidden ones included (the one lister of medlens.io, as the catalog)."""
+    from medlens.io.dicom.files import list_files
+
+    return [str(f) for f in list_files(root, include_hidden=True)]
 
 
 def _read_dataset(path: str) -> Any:
-    import pydicom
+    """The whole dataset through medlens.io's one robust reader; not DICOM raises InvalidDicomError."""
     from pydicom.errors import InvalidDicomError
+
+    from medlens.core.errors import FormatError
+    from medlens.io.dicom.headers import read_dicom_file
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # pydicom's value-validation chatter on input
-        try:
-            return pydicom.dcmread(path)
-        except InvalidDicomError:
-            ds = pydicom.dcmread(path, force=True)  # DICOM without preamble/meta (older files)
-            if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-                raise
-            ds.ensure_file_meta()
-            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-            if "TransferSyntaxUID" not in ds.file_meta:
-                from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        got = read_dicom_file(path, pixels="read")
+    if got.status == "not_dicom":
+        raise InvalidDicomError(got.reason or "not a DICOM file")
+    if got.status == "dicomdir":
+        raise _DicomDirError(path)
+    if got.ds is None:
+        raise FormatError(got.reason or "unreadable")
+    ds = got.ds
+    if "SOPClassUID" in ds and "MediaStorageSOPClassUID" not in getattr(ds, "file_meta", {}):
+        # DICOM without preamble/meta (older files): give it the file meta a written file needs
+        ds.ensure_file_meta()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        if "TransferSyntaxUID" not in ds.file_meta:
+            from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-                ds.file_meta.TransferSyntaxUID = (
-                    ImplicitVRLittleEndian if ds.original_encoding[0] else ExplicitVRLittleEndian
-                )
-            return ds
+            implicit = ds.original_encoding[0]
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    return ds
+
+
+class _DicomDirError(Exception):
+    """The file is a DICOMDIR (a media index): never de-identified, its references would be stale."""
 
 
 def _process_file(path: str, out: Path, deid: Deidentifier, regions: tuple[PixelRegion, ...] = ()) -> dict[str, Any]:
@@ -547,6 +548,9 @@ def _process_file(path: str, out: Path, deid: Deidentifier, regions: tuple[Pixel
         ds = _read_dataset(path)
     except InvalidDicomError:
         rec["reason"] = "not a DICOM file"
+        return rec
+    except _DicomDirError:
+        rec["reason"] = "DICOMDIR (references would be stale; rebuild it from the output)"
         return rec
     except Exception as exc:
         rec["reason"] = f"unreadable: {type(exc).__name__}: {exc}"

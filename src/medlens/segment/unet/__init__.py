@@ -5,7 +5,7 @@ Importing this package does not import torch; the functions do, on first call.
 
 from __future__ import annotations
 
-from medlens.segment.unet.data import Case, load_case, read_cohort
+from medlens.segment.unet.data import Case, load_case, make_case, read_cohort
 from medlens.segment.unet.infer import (
     DEFAULT_MODEL_DIR,
     ModalityWarning,
@@ -30,6 +30,7 @@ __all__ = [
     "load_case",
     "load_config",
     "load_model",
+    "make_case",
     "patient_folds",
     "postprocess",
     "predict_probability",

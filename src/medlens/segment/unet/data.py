@@ -1,7 +1,9 @@
-"""STS PET cases for the U-Net: reading, intensity scaling and 2D slice / 3D patch extraction.
+"""STS PET cases for the U-Net: building a case from Images, intensity scaling and 2D slice / 3D patch extraction.
 
-Cases are read with :func:`medlens.read_image` (PET in SUVbw) and :func:`medlens.read_mask`
-(RTSTRUCT ROI ``GTV_Mass_PET``).
+A training case is built from Images (:func:`make_case`), never from paths: whoever holds the
+images (a cohort reader, a federated client, a test) checks nothing twice. :func:`load_case` and
+:func:`read_cohort` are thin wrappers for files: they read with :func:`medlens.read_image` (PET in
+SUVbw) and :func:`medlens.read_mask` (RTSTRUCT ROI ``GTV_Mass_PET``), then call :func:`make_case`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from medlens.core.errors import InputError
 from medlens.core.image import Image, Units
 
-__all__ = ["SUV_SCALE", "Case", "load_case", "read_cohort", "scale_suv"]
+__all__ = ["SUV_SCALE", "Case", "load_case", "make_case", "read_cohort", "scale_suv"]
 
 #: SUVs are divided by this and clipped to [0, SUV_CLIP / SUV_SCALE] before entering the network.
 SUV_SCALE = 5.0
@@ -50,6 +52,41 @@ def read_cohort(cohort_csv: str | os.PathLike[str]) -> list[dict[str, str]]:
     return rows
 
 
+def make_case(image: Image, mask: Image, *, patient_id: str = "") -> Case:
+    """A training case from a PET image (SUVbw) and its mask on the image's grid.
+
+    Parameters
+    ----------
+    image
+        PET, ``(z, y, x)``, ``meta.units == "SUVbw"``.
+    mask
+        Boolean mask on ``image``'s grid (the one off-grid rule: :meth:`Image.require_same_grid`).
+    patient_id
+        Case name; default ``image.meta.patient_id``.
+
+    Raises
+    ------
+    InputError
+        Not Images, the PET not in SUVbw or not 3D, or the mask not boolean.
+    GeometryError
+        The mask is on another grid.
+    """
+    if not isinstance(image, Image) or not isinstance(mask, Image):
+        raise InputError(
+            f"make_case needs two medlens Images (PET, mask), got {type(image).__name__} and {type(mask).__name__}; "
+            "read files with load_case"
+        )
+    where = image.meta.source or "the PET"
+    if image.meta.units != Units.SUVBW:
+        raise InputError(f"{where}: the PET is in {image.meta.units}, the U-Net needs SUVbw")
+    if image.ndim != 3:
+        raise InputError(f"{where}: the U-Net needs a 3D PET (z, y, x), got shape {image.shape}")
+    if not mask.is_mask:
+        raise InputError(f"{mask.meta.source or 'the mask'}: the mask must be boolean, got dtype {mask.dtype}")
+    image.require_same_grid(mask, what="mask", source=mask.meta.source or None)
+    return Case(patient_id or image.meta.patient_id, image, mask)
+
+
 def load_case(
     image_path: str | os.PathLike[str],
     mask_path: str | os.PathLike[str],
@@ -57,14 +94,16 @@ def load_case(
     roi: str = "GTV_Mass_PET",
     patient_id: str = "",
 ) -> Case:
-    """Read one PET (:func:`medlens.read_image`, SUVbw) and its RTSTRUCT ROI (:func:`medlens.read_mask`)."""
-    import medlens
+    """Read one PET (:func:`medlens.read_image`, SUVbw) and its RTSTRUCT ROI (:func:`medlens.read_mask`).
 
-    image = medlens.read_image(image_path)
-    if image.meta.units != Units.SUVBW:
+    A thin wrapper: reading is medlens.io's, the case is :func:`make_case`'s.
+    """
+    from medlens.io import read_image, read_mask
+
+    image = read_image(image_path)
+    if image.meta.units != Units.SUVBW:  # before reading the mask: say what is wrong with the PET first
         raise InputError(f"{image_path}: the PET is in {image.meta.units}, the U-Net needs SUVbw")
-    mask = medlens.read_mask(mask_path, reference=image, roi=roi)
-    return Case(patient_id or image.meta.patient_id, image, mask)
+    return make_case(image, read_mask(mask_path, reference=image, roi=roi), patient_id=patient_id)
 
 
 def scale_suv(array: np.ndarray) -> np.ndarray:

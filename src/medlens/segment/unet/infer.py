@@ -12,7 +12,7 @@ import numpy as np
 from medlens.core.atomic import atomic_path
 from medlens.core.errors import InputError, MedlensWarning, require
 from medlens.core.image import Image, Units
-from medlens.segment.unet.model import UNetConfig, load_config, load_model
+from medlens.segment.unet.model import UNetConfig, load_config, load_model, torch_threads
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -79,8 +79,8 @@ def predict_probability(
     ``predictor`` is a torch module or any callable mapping a torch tensor ``(B, 1, *roi)`` to logits.
     A 2D model runs on every axial slice (the slices form the batch).
     """
-    import torch
-    from monai.inferers import sliding_window_inference
+    torch = require("torch", extra="dl", purpose="the U-Net")
+    sliding_window_inference = require("monai.inferers", extra="dl", purpose="the U-Net").sliding_window_inference
 
     x = torch.from_numpy(_network_input(image, config))
     with torch.inference_mode():
@@ -117,7 +117,7 @@ class _OnnxPredictor:
         self.name = self.session.get_inputs()[0].name
 
     def __call__(self, x: Any) -> Any:
-        import torch
+        torch = require("torch", extra="dl", purpose="the U-Net")
 
         out = self.session.run(None, {self.name: np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
         return torch.from_numpy(out)
@@ -125,7 +125,7 @@ class _OnnxPredictor:
 
 def export_onnx(net: Any, config: UNetConfig, path: str | os.PathLike[str], *, opset: int = 17) -> Path:
     """Export ``net`` to ONNX (dynamic batch, fixed window ``config.roi_size``), atomically."""
-    import torch
+    torch = require("torch", extra="dl", purpose="the U-Net")
 
     require("onnx", extra="dl", purpose="ONNX export")
     dummy = torch.zeros((1, 1, *config.roi_size), dtype=torch.float32)
@@ -166,12 +166,10 @@ def segment_unet(
     allow_other_modality
         Warn instead of refusing an image of another modality/units than the model's.
     """
-    import torch
 
     folder = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
     cfg, _ = load_config(folder)
     check_modality(image, cfg, allow_other_modality=allow_other_modality)
-    torch.set_num_threads(max(1, threads))
     if backend == "torch":
         net, cfg = load_model(folder, config=cfg)
         predictor: Any = net
@@ -182,7 +180,8 @@ def segment_unet(
         predictor = _OnnxPredictor(onnx_path, threads)
     else:
         raise InputError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-    prob = predict_probability(image, predictor, cfg)
+    with torch_threads(threads):  # restored afterwards: the thread count is process-wide
+        prob = predict_probability(image, predictor, cfg)
     out = postprocess(image, prob, cfg)
     if not out.array.any():
         from medlens.segment.classic import EmptyResultWarning

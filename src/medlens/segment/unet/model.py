@@ -8,8 +8,10 @@ first mismatching layer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,23 @@ from typing import Any
 from medlens.core.atomic import atomic_path, atomic_write_text
 from medlens.core.errors import FormatError, InputError, require
 
-__all__ = ["UNetConfig", "build_unet", "load_config", "load_model", "save_model"]
+__all__ = ["UNetConfig", "build_unet", "load_config", "load_model", "save_model", "torch_threads"]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads, then restore the caller's setting.
+
+    ``torch.set_num_threads`` is process-wide: a library call must not leave it changed.
+    """
+    torch = require("torch", extra="dl", purpose="the U-Net")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -87,7 +105,7 @@ class UNetConfig:
 def build_unet(config: UNetConfig) -> Any:
     """A :class:`monai.networks.nets.UNet` for ``config`` (1 input channel, 1 output logit)."""
     require("monai", extra="dl", purpose="the U-Net")
-    from monai.networks.nets import UNet
+    UNet = require("monai.networks.nets", extra="dl", purpose="the U-Net").UNet
 
     return UNet(
         spatial_dims=config.spatial_dims,
@@ -101,7 +119,7 @@ def build_unet(config: UNetConfig) -> Any:
 
 def save_model(net: Any, config: UNetConfig, folder: str | os.PathLike[str], *, info: dict[str, Any] | None = None):
     """Write ``model.pt`` and ``model.json`` (config, plus ``info``: recipe, metrics) into ``folder``."""
-    import torch
+    torch = require("torch", extra="dl", purpose="the U-Net")
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -131,7 +149,7 @@ def load_model(folder: str | os.PathLike[str], *, config: UNetConfig | None = No
 
     Raises :class:`InputError` when the checkpoint's tensors do not match the architecture.
     """
-    import torch
+    torch = require("torch", extra="dl", purpose="the U-Net")
 
     cfg = config or load_config(folder)[0]
     ck = Path(folder) / "model.pt"

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from medlens.core.errors import InputError
+from medlens.core.errors import InputError, require
 from medlens.segment.unet.data import Case
-from medlens.segment.unet.model import UNetConfig, build_unet
+from medlens.segment.unet.model import UNetConfig, build_unet, torch_threads
 
 __all__ = ["TrainResult", "patient_folds", "train"]
 
@@ -122,14 +122,35 @@ def train(
     threads: int = 1,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train a fresh U-Net on ``cases`` (PET in SUVbw with masks) and return it with its loss history."""
-    import torch
-    from monai.losses import DiceCELoss
+    """Train a fresh U-Net on ``cases`` (PET in SUVbw with masks) and return it with its loss history.
+
+    The seed drives a forked copy of torch's global generator (weight initialisation): the caller's
+    random state and thread count are the same afterwards as before.
+    """
+    torch = require("torch", extra="dl", purpose="the U-Net")
 
     if not cases:
         raise InputError("train: no training cases")
-    torch.set_num_threads(max(1, int(threads)))
-    torch.manual_seed(seed)
+    with torch_threads(threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _train(
+            cases, config, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed, log=log
+        )
+
+
+def _train(
+    cases: Sequence[Case],
+    config: UNetConfig,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    log: Callable[[str], None] | None,
+) -> TrainResult:
+    torch = require("torch", extra="dl", purpose="the U-Net")
+    DiceCELoss = require("monai.losses", extra="dl", purpose="the U-Net").DiceCELoss
+
     rng = np.random.default_rng(seed)
     net = build_unet(config)
     opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
