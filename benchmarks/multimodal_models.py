@@ -20,6 +20,33 @@ from pathlib import Path
 
 import numpy as np
 
+VARIANTS = {"pet": ["pet"], "mr": ["mr"], "pet+mr": ["pet", "mr"], "pet+mr+clinical": ["pet", "mr", "clinical"]}
+
+
+def recompute(run: Path, *, repeats: int) -> dict:
+    """The variants of examples/sts-multimodal.yaml by nested CV on the run's feature table (same as the run)."""
+    from medlens.learn.fusion import compare_variants
+    from medlens.pipeline.store import feature_groups, read_features
+
+    df = read_features(run)
+    df = df[df.status == "ok"].sort_values("case_id")
+    groups = feature_groups(df)
+    diag = ("img_dim_", "vox_dim_", "mean_int_", "min_int_", "max_int_", "int_mask_", "morph_mask_", "diag_")
+    cols, gs = [], []
+    for g in ("pet", "mr"):
+        for c in groups[g]:
+            x = df[c].to_numpy(dtype=float)
+            if not c.split("_", 1)[1].startswith(diag) and np.isfinite(x).all():
+                cols.append(c)
+                gs.append(g)
+    clin = {"clin_dicom_age": df["clin_dicom_age"], "clin_dicom_sex": (df["clin_dicom_sex"] == "M").astype(float)}
+    clin["clin_dicom_bmi"] = df["clin_dicom_bmi"]
+    X = np.column_stack([df[c].to_numpy(dtype=float) for c in cols] + [v.to_numpy(dtype=float) for v in clin.values()])
+    names = cols + list(clin)
+    gs += ["clinical"] * len(clin)
+    y = df["outcome"].to_numpy(dtype=int)
+    return compare_variants(X, y, names=names, groups=gs, variants=VARIANTS, folds=5, repeats=repeats, n_bootstrap=2000)
+
 
 def main() -> None:
     from sklearn.metrics import roc_auc_score
@@ -28,8 +55,17 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument(
+        "--recompute",
+        type=int,
+        default=0,
+        metavar="REPEATS",
+        help="compare the variants again from the feature store with this many outer repeats (5 folds)",
+    )
     args = ap.parse_args()
-    metrics = json.loads((args.run / "metrics.json").read_text())
+    metrics = json.loads((args.run / "metrics.json").read_text()) if (args.run / "metrics.json").exists() else {}
+    if args.recompute:
+        metrics["fusion"] = recompute(args.run, repeats=args.recompute)
     fusion = metrics.get("fusion")
     if not fusion or "variants" not in fusion:
         raise SystemExit(f"{args.run}: metrics.json has no fusion variants (set model.variants in the config)")
