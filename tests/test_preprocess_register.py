@@ -448,3 +448,22 @@ def test_preprocess_register_bspline_recovers_a_known_deformation(petct) -> None
     print(f"B-spline: initial {initial:.2f} mm, after {err:.2f} mm ({res.iterations} iterations)")
     assert res.transform_type == "bspline"
     assert err < 0.5 * initial  # measured 0.99 mm from 2.26 mm
+
+
+@pytest.mark.slow
+def test_preprocess_register_cli_keeps_an_aligned_pet_ct(sts_dir: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`medlens register` on the STS_002 PET/CT (one frame of reference) keeps the scanner alignment."""
+    import medlens
+    from medlens.cli import main
+    from medlens.preprocess.register import load_transform, transform_points
+
+    case = sts_dir / CASE
+    args = ["register", str(case / "CT" / "image"), str(case / "PET" / "image"), "--petct"]
+    rc = main([*args, "--out", str(tmp_path / "pet_on_ct.nii.gz"), "--transform", str(tmp_path / "t.tfm")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "aligned pair kept (same frame of reference)" in out and "< 20 %" in out
+    pts = np.array([[0.0, 0.0, 0.0], [100.0, -50.0, 30.0]])
+    np.testing.assert_allclose(transform_points(load_transform(tmp_path / "t.tfm"), pts), pts)
+    moved = medlens.read_image(tmp_path / "pet_on_ct.nii.gz")
+    assert moved.shape == medlens.read_image(case / "CT" / "image").shape

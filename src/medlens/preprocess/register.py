@@ -584,7 +584,7 @@ def register_aligned(
         accepted, why = (
             False,
             f"aligned pair kept (same frame of reference): the metric improves by only {100 * gain:.1f} % "
-            f"< {100 * min_gain:g} %; pass force to move it anyway",
+            f"< {100 * min_gain:g} %; pass force=True (--force) to move it anyway",
         )
     return AlignmentDecision(
         result=res,
