@@ -268,7 +268,7 @@ def test_preprocess_register_bad_input(petct) -> None:  # type: ignore[no-untype
     with pytest.raises(InputError, match="metric must be one of"):
         register(ct, pet, metric="cc")
     with pytest.raises(InputError, match="transform must be one of"):
-        register(ct, pet, transform="bspline")
+        register(ct, pet, transform="spline")
     with pytest.raises(InputError, match="same length"):
         register(ct, pet, shrink_factors=(4, 2, 1), smoothing_sigmas_mm=(1.0,))
     with pytest.raises(Exception, match="fixed_mask is on a different grid"):
@@ -289,6 +289,10 @@ def test_preprocess_register_bad_input(petct) -> None:  # type: ignore[no-untype
         register(ct, pet, fixed_window_hu=(40.0,))
     with pytest.raises(InputError, match="fixed_blur_fwhm_mm must be >= 0"):
         register(ct, pet, fixed_blur_fwhm_mm=-1.0)
+    with pytest.raises(InputError, match=r"bspline_grid_mm must be > 0"):
+        register(ct, pet, transform="bspline", bspline_grid_mm=0.0)
+    with pytest.raises(InputError, match="initial_transform must be a SimpleITK Transform"):
+        register(ct, pet, initial_transform=np.eye(4))
     with pytest.raises(InputError, match="no such transform file"):
         apply_transform(pet, "/nonexistent/x.tfm", reference=ct)
     import SimpleITK as sitk
