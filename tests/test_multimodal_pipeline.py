@@ -173,3 +173,50 @@ def test_bids_export_names_the_sts_mr_t1w(tmp_path: Path, sts_dir: Path) -> None
     export_bids(db, tmp_path / "bids")
     niftis = sorted(p.name for p in (tmp_path / "bids").rglob("*.nii.gz") if "derivatives" not in p.parts)
     assert len(niftis) == 1 and niftis[0].endswith("_T1w.nii.gz"), niftis
+
+
+@pytest.mark.slow
+def test_model_variants_from_run_results_reach_the_report(tmp_path: Path) -> None:
+    """The pipeline glue: prefixed features -> feature groups -> nested CV per variant -> the report's table."""
+    from medlens.pipeline.model import compare_variants
+    from medlens.pipeline.report import _fusion_section
+
+    (tmp_path / "c.csv").write_text("patient_id,img,y\nA,a,0\n")
+    raw = {
+        "cohort": {"csv": "c.csv", "outcome": "y"},
+        "modalities": {"pet": {"image_column": "img", "mask_column": "img"}, "mr": {"image": "x", "mask": "x"}},
+        "model": {"folds": 3, "repeats": 1, "bootstrap": 200, "clinical_from_dicom": ["age"]},
+    }
+    raw["model"]["variants"] = {"mr": ["mr"], "pet": ["pet"], "pet+mr+clinical": ["pet", "mr", "clinical"]}
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    cfg = load_config(p)
+    rng = np.random.default_rng(4)
+    y = np.array([0, 1] * 20)
+    results = []
+    for i, yi in enumerate(y):
+        # the outcome is in the PET SUV (shifted by 2.5 SD), not in the MR nor in the age
+        feats = {"pet_stat_max": 2.5 * yi + rng.normal(), "pet_stat_mean": rng.normal(), "pet_diag_n_voxels": 100.0}
+        feats |= {f"mr_f{j}": rng.normal() for j in range(4)}
+        results.append(
+            {
+                "case_id": f"C{i}",
+                "features": feats,
+                "case": {"outcome": float(yi), "clinical": {}},
+                "clinical_dicom": {"age": 50 + rng.normal()},
+            }
+        )
+    fusion = compare_variants(results, cfg)
+    v = {e["name"]: e for e in fusion["variants"]}
+    assert [e["name"] for e in fusion["variants"]] == ["mr", "pet", "pet+mr+clinical"]
+    # groups: 2 PET (the diagnostic tag left out), 4 MR, 1 clinical column
+    assert (v["mr"]["n_features"], v["pet"]["n_features"], v["pet+mr+clinical"]["n_features"]) == (4, 2, 7)
+    from sklearn.metrics import roc_auc_score
+
+    oracle = roc_auc_score(y, [r["features"]["pet_stat_max"] for r in results])  # the planted feature by itself
+    assert oracle - 0.15 < v["pet"]["auc"] <= oracle + 0.02, (v["pet"]["auc"], oracle)
+    assert v["mr"]["auc"] < 0.7
+    assert v["pet"]["vs_first"]["baseline"] == "mr" and v["pet"]["vs_first"]["difference"] > 0.1
+    html = _fusion_section(fusion)
+    assert "<td>pet+mr+clinical</td>" in html and f"<td>{v['pet']['auc']:.4g}</td>" in html
+    assert "ΔAUC vs mr" in html and "data:image/png;base64" in html

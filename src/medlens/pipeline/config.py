@@ -55,7 +55,8 @@ Several modalities per case (one row per case, features and lineage prefixed by 
         radiomics: null             # settings for this modality (default: radiomics.settings)
         required: true              # false: a case without this series gets empty columns for it
     model:
-      variants: {}                  # name -> list of feature groups (modality names, "clinical"), e.g.
+      variants: {}                  # name -> list of feature groups (modality names, or "radiomics" in a
+                                    # single-image run, and "clinical"), e.g.
                                     # {pet: [pet], pet+mr: [pet, mr], pet+mr+clinical: [pet, mr, clinical]}:
                                     # each compared with nested CV (medlens.learn.fusion) in the report
 """
@@ -224,7 +225,9 @@ def validate_config(raw: Any, *, source: str = "config") -> dict[str, Any]:
         raise InputError(f"{source}: cohort.time_column and cohort.event_column must be given together")
     if cfg["modalities"] is not None:
         _validate_modalities(cfg, source)
-    elif c["mask_column"] is None and cfg["mask"]["method"] is None:
+    else:
+        _validate_variants(cfg, {"radiomics", "clinical"}, source)
+    if cfg["modalities"] is None and c["mask_column"] is None and cfg["mask"]["method"] is None:
         raise InputError(f"{source}: give cohort.mask_column (a mask file per case) or mask.method (segmentation)")
     if cfg["mask"]["method"] is not None:
         from medlens.segment.dispatch import METHODS, method_options
@@ -289,7 +292,11 @@ def _validate_modalities(cfg: dict[str, Any], source: str) -> None:
                 )
         out[name] = m
     cfg["modalities"] = out
-    groups = set(out) | {"clinical"}
+    _validate_variants(cfg, set(out) | {"clinical"}, source)
+
+
+def _validate_variants(cfg: dict[str, Any], groups: set[str], source: str) -> None:
+    """``model.variants``: each a non-empty list of known feature groups, and an outcome to predict."""
     for vname, members in cfg["model"]["variants"].items():
         if not isinstance(members, list) or not members or not all(isinstance(g, str) for g in members):
             raise InputError(f"{source}: model.variants.{vname} must be a non-empty list of feature groups")
