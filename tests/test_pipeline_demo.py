@@ -101,7 +101,7 @@ def test_ct_writer_round_trip(tmp_path: Path) -> None:
     back = medlens.read_image(tmp_path / "ct")
     np.testing.assert_array_equal(np.asarray(back.array), arr)
     np.testing.assert_allclose(back.affine, img.affine, atol=1e-4)
-    facts = header_facts(tmp_path / "ct")
+    facts = header_facts(back)
     assert facts["age"] == 61 and facts["sex"] == "F"
 
 

@@ -6,6 +6,7 @@ Layout (BIDS 1.9 naming; CT follows the CT proposal's ``_ct`` suffix, PET follow
     OUT/participants.tsv                         participant_id, sex, age, weight, height
     OUT/sub-<label>/ses-<NN>/anat/sub-<label>_ses-<NN>[_run-<n>]_ct.nii.gz   (+ .json)
     OUT/sub-<label>/ses-<NN>/pet/sub-<label>_ses-<NN>[_run-<n>]_pet.nii.gz   (+ .json)
+    OUT/sub-<label>/ses-<NN>/anat/sub-<label>_ses-<NN>[_run-<n>]_<T1w|T2w|FLAIR|PDw|MRI>.nii.gz  (MR, :func:`mr_suffix`)
     OUT/derivatives/masks/sub-<label>/ses-<NN>/<anat|pet>/
         sub-<label>_ses-<NN>[_run-<n>]_space-<ct|pet>_desc-<ROI>_mask.nii.gz   (+ .json)
 
@@ -30,10 +31,37 @@ from typing import Any
 from medlens.core.atomic import atomic_write_text
 from medlens.core.errors import InputError
 
-__all__ = ["BidsReport", "export_bids", "sidecar_from_header"]
+__all__ = ["BidsReport", "export_bids", "mr_suffix", "sidecar_from_header"]
 
 BIDS_VERSION = "1.9.0"
 _DATATYPE = {"CT": ("anat", "ct"), "PT": ("pet", "pet"), "MR": ("anat", "MRI")}
+# MR contrast from the series/protocol names (BIDS anat suffixes); FLAIR before T2, which its names often hold too
+_MR_CONTRAST = (
+    ("FLAIR", re.compile(r"flair", re.IGNORECASE)),
+    ("T1w", re.compile(r"(?<![a-z0-9])t1(?![0-9])|mprage|spgr|\bvibe\b", re.IGNORECASE)),
+    ("T2w", re.compile(r"(?<![a-z0-9])t2(?![0-9])|\bstir\b", re.IGNORECASE)),
+    ("PDw", re.compile(r"(?<![a-z0-9])pd(?![a-z0-9])|proton.density", re.IGNORECASE)),
+)
+
+
+def mr_suffix(ds: Any) -> str:
+    """BIDS ``anat`` suffix of an MR series: ``T1w``, ``T2w``, ``FLAIR``, ``PDw``, or ``MRI`` when unknown.
+
+    From SeriesDescription, ProtocolName and SequenceName (``T1``, ``MPRAGE``, ``T2``, ``FLAIR``, ...); failing
+    that from the timing: TR < 800 ms with TE < 30 ms is T1-weighted, TR > 2000 ms with TE > 80 ms T2-weighted.
+    """
+    text = " ".join(str(getattr(ds, k, "") or "") for k in ("SeriesDescription", "ProtocolName", "SequenceName"))
+    text = text.replace("_", " ")
+    for suffix, rx in _MR_CONTRAST:
+        if rx.search(text):
+            return suffix
+    tr, te = _num(getattr(ds, "RepetitionTime", None)), _num(getattr(ds, "EchoTime", None))
+    if tr is not None and te is not None:
+        if tr < 800 and te < 30:
+            return "T1w"
+        if tr > 2000 and te > 80:
+            return "T2w"
+    return "MRI"
 
 
 @dataclass
@@ -201,6 +229,9 @@ def export_bids(
             sessions[ses_key] = f"{sum(1 for k in sessions if k[0] == pid) + 1:02d}"
         ses = sessions[ses_key]
         datatype, suffix = _DATATYPE[mod]
+        ds = pydicom.dcmread(files[row["series_uid"]][0], stop_before_pixels=True)
+        if mod == "MR":
+            suffix = mr_suffix(ds)
         n = runs[(pid, ses, suffix)] = runs.get((pid, ses, suffix), 0) + 1
         ent = f"sub-{sub}_ses-{ses}" + (f"_run-{n}" if n > 1 else "")
         try:
@@ -211,7 +242,6 @@ def export_bids(
         folder = out / f"sub-{sub}" / f"ses-{ses}" / datatype
         nii = folder / f"{ent}_{suffix}.nii.gz"
         medlens.write_image(img, nii)
-        ds = pydicom.dcmread(files[row["series_uid"]][0], stop_before_pixels=True)
         atomic_write_text(
             nii.with_name(f"{ent}_{suffix}.json"), json.dumps(sidecar_from_header(ds, img), indent=2, default=str)
         )

@@ -79,11 +79,31 @@ def register(app: typer.Typer) -> None:
         moving_log1p: Annotated[
             bool, typer.Option("--moving-log1p", help="Compare log(1 + max(v, 0)) of MOVING (e.g. SUV).")
         ] = False,
+        bspline_grid_mm: Annotated[
+            float, typer.Option("--bspline-grid-mm", help="B-spline control-point spacing (mm), --type bspline.")
+        ] = 50.0,
+        force: Annotated[
+            bool,
+            typer.Option(
+                "--force",
+                help="Move a pair that shares a frame of reference even if the metric barely improves.",
+            ),
+        ] = False,
+        min_gain: Annotated[
+            float | None,
+            typer.Option(
+                "--min-gain",
+                help="Relative metric improvement needed to move an aligned pair (default 0.2, docs/multimodal.md).",
+            ),
+        ] = None,
     ) -> None:
-        """Register MOVING to FIXED (rigid or affine) and write the moved image.
+        """Register MOVING to FIXED (rigid, affine or B-spline) and write the moved image.
 
         The intensity options change only what the metric compares; the transform applies to the
-        original MOVING image.
+        original MOVING image. A pair that already shares a frame of reference (PET/CT, or an MR
+        registered into it) starts at the identity and is moved only if the metric improves by at least
+        --min-gain; otherwise it is kept as it is (the moved image is MOVING resampled onto FIXED and the
+        transform the identity), unless --force.
         """
         from medlens.cli._common import check_inputs, check_output, volume_suffixes
 
@@ -92,8 +112,7 @@ def register(app: typer.Typer) -> None:
         check_output(transform, name="--transform", suffixes=(".tfm",))
         check_output(overlay, name="--overlay", suffixes=(".png",))
         from medlens.io.api import read_image, read_mask, write_image
-        from medlens.preprocess.register import PETCT_INPUTS, apply_transform
-        from medlens.preprocess.register import register as do_register
+        from medlens.preprocess.register import MIN_ALIGNED_GAIN, PETCT_INPUTS, apply_transform, register_aligned
 
         f = read_image(fixed)
         m = read_image(moving)
@@ -109,24 +128,36 @@ def register(app: typer.Typer) -> None:
             inputs["fixed_blur_fwhm_mm"] = fixed_blur_fwhm_mm
         if moving_log1p:
             inputs["moving_log1p"] = True
-        res = do_register(
-            f,
-            m,
-            transform=kind,
-            metric=metric,
-            init=init,
-            iterations=iterations,
-            fixed_mask=fmask,
-            moving_mask=mmask,
-            on_failure="error" if strict else "warn",
+        options: dict = {
+            "transform": kind,
+            "metric": metric,
+            "iterations": iterations,
+            "fixed_mask": fmask,
+            "moving_mask": mmask,
+            "on_failure": "error" if strict else "warn",
+            "bspline_grid_mm": bspline_grid_mm,
             **inputs,
+        }
+        same_frame = (
+            bool(f.meta.frame_of_reference_uid) and f.meta.frame_of_reference_uid == m.meta.frame_of_reference_uid
         )
-        moved = apply_transform(m, res.transform, reference=f)
+        if not same_frame or init != "geometry":  # an explicit --init is the user's start; geometry is the default
+            options["init"] = init
+        decision = register_aligned(
+            f, m, min_gain=MIN_ALIGNED_GAIN if min_gain is None else min_gain, force=force, **options
+        )
+        moved = apply_transform(m, decision.transform, reference=f)
         write_image(moved, out)
         if transform is not None:
-            res.save(transform)
+            from medlens.preprocess.register import save_transform
+
+            save_transform(decision.transform, transform)
         if overlay is not None:
             from medlens.preprocess.overlay import fusion_overlay
 
-            fusion_overlay(f, m, overlay, transform=res.transform, title=res.summary()[:90])
-        typer.echo(res.summary())
+            fusion_overlay(f, m, overlay, transform=decision.transform, title=decision.result.summary()[:90])
+        typer.echo(decision.result.summary())
+        typer.echo(
+            f"metric at the identity {decision.metric_identity:.6g}, registered {decision.metric_registered:.6g}: "
+            f"{decision.reason}"
+        )

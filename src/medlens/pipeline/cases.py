@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,14 @@ class Case:
     event: float | None = None
     batch: str | None = None
     clinical: dict[str, Any] = field(default_factory=dict)
+    #: multimodal runs: modality name -> {"image": path or None, "mask": path or None} (None: series absent)
+    modalities: dict[str, dict[str, str | None]] = field(default_factory=dict)
+
+    def input_paths(self) -> list[str | None]:
+        """Every input file or folder of the case (all modalities), for its content hash."""
+        if not self.modalities:
+            return [self.image, self.mask]
+        return [p for m in self.modalities.values() for p in (m["image"], m["mask"])]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,8 +70,20 @@ def load_cases(config: RunConfig) -> list[Case]:
             )
         df = pd.read_csv(csv, dtype=str, keep_default_na=False)
         source = str(csv)
-    needed = [c["id_column"], c["image_column"]]
-    for key in ("mask_column", "outcome", "time_column", "event_column", "batch_column"):
+    mods = config.modalities
+    if mods is None:
+        needed = [c["id_column"], c["image_column"]]
+        keys: tuple[str, ...] = ("mask_column", "outcome", "time_column", "event_column", "batch_column")
+    else:
+        needed = [c["id_column"]]
+        keys = ("outcome", "time_column", "event_column", "batch_column")
+        for spec in mods.values():
+            for what in ("image", "mask"):
+                if spec[f"{what}_column"] is not None:
+                    needed.append(spec[f"{what}_column"])
+                else:
+                    needed += [f for _, f, _, _ in string.Formatter().parse(spec[what]) if f]
+    for key in keys:
         if c[key] is not None:
             needed.append(c[key])
     needed += list(c["clinical"])
@@ -77,14 +98,32 @@ def load_cases(config: RunConfig) -> list[Case]:
     missing: list[str] = []
     for _, row in df.iterrows():
         cid = str(row[c["id_column"]])
-        img = config.data_dir / row[c["image_column"]]
-        if not row[c["image_column"]] or not img.exists():
-            missing.append(f"{cid}: image {img}")
-        mask = None
-        if c["mask_column"] is not None:
-            mask = config.data_dir / row[c["mask_column"]]
-            if not row[c["mask_column"]] or not mask.exists():
-                missing.append(f"{cid}: mask {mask}")
+        per_mod: dict[str, dict[str, str | None]] = {}
+        if mods is None:
+            img = config.data_dir / row[c["image_column"]]
+            if not row[c["image_column"]] or not img.exists():
+                missing.append(f"{cid}: image {img}")
+            mask = None
+            if c["mask_column"] is not None:
+                mask = config.data_dir / row[c["mask_column"]]
+                if not row[c["mask_column"]] or not mask.exists():
+                    missing.append(f"{cid}: mask {mask}")
+        else:
+            for name, spec in mods.items():
+                paths = {what: _modality_path(spec, what, row, config.data_dir) for what in ("image", "mask")}
+                found = all(v is not None and v.exists() for v in paths.values())
+                if not found and spec["required"]:
+                    missing += [
+                        f"{cid}: {name} {what} {v if v is not None else '(empty CSV cell)'}"
+                        for what, v in paths.items()
+                        if v is None or not v.exists()
+                    ]
+                per_mod[name] = {k: str(v) if found and v is not None else None for k, v in paths.items()}
+            present = [m for m in per_mod.values() if m["image"] is not None]
+            if not present and not any(spec["required"] for spec in mods.values()):
+                missing.append(f"{cid}: none of the modalities {', '.join(mods)} is present")
+            img = Path(present[0]["image"]) if present and present[0]["image"] else config.data_dir
+            mask = Path(present[0]["mask"]) if present and present[0]["mask"] else None
         clinical = {}
         for col in c["clinical"]:
             v = row[col]
@@ -108,6 +147,7 @@ def load_cases(config: RunConfig) -> list[Case]:
                 else None,
                 batch=str(row[c["batch_column"]]) if c["batch_column"] else None,
                 clinical=clinical,
+                modalities=per_mod,
             )
         )
     if missing:
@@ -116,6 +156,15 @@ def load_cases(config: RunConfig) -> list[Case]:
     if not cases:
         raise InputError(f"{source}: the cohort has no cases")
     return cases
+
+
+def _modality_path(spec: dict[str, Any], what: str, row: Any, data_dir: Path) -> Path | None:
+    """The image or mask path of one modality of a CSV row (a column, or a template of columns); None if empty."""
+    if spec[f"{what}_column"] is not None:
+        value = str(row[spec[f"{what}_column"]])
+    else:
+        value = spec[what].format(**{str(k): v for k, v in row.items()})
+    return data_dir / value if value.strip() else None
 
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")

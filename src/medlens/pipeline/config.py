@@ -42,6 +42,23 @@ Example (every key shown; only ``cohort`` is required)::
       scheduler: null               # tcp://host:port of an existing Dask cluster
     output:
       dir: runs/sts                 # relative to the config file's folder
+
+Several modalities per case (one row per case, features and lineage prefixed by the modality name)::
+
+    modalities:                     # instead of cohort.image_column / mask_column and mask.roi
+      pet:                          # the name is the column prefix: pet_stat_max, pet_series_uid, ...
+        image_column: pet_image     # a CSV column, or instead
+        image: null                 # a path template of CSV columns, e.g. "{patient_id}/MR_T1/image"
+        mask_column: pet_rtstruct   # (or mask: a template)
+        roi: GTV_Mass_PET
+        preprocess: null            # a recipe for this modality (default: preprocess.recipe)
+        radiomics: null             # settings for this modality (default: radiomics.settings)
+        required: true              # false: a case without this series gets empty columns for it
+    model:
+      variants: {}                  # name -> list of feature groups (modality names, or "radiomics" in a
+                                    # single-image run, and "clinical"), e.g.
+                                    # {pet: [pet], pet+mr: [pet, mr], pet+mr+clinical: [pet, mr, clinical]}:
+                                    # each compared with nested CV (medlens.learn.fusion) in the report
 """
 
 from __future__ import annotations
@@ -50,13 +67,14 @@ import copy
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medlens.core.errors import InputError
 
-__all__ = ["SCHEMA", "RunConfig", "load_config", "settings_hash", "validate_config"]
+__all__ = ["MODALITY_SCHEMA", "SCHEMA", "RunConfig", "load_config", "settings_hash", "validate_config"]
 
 # type spec: a tuple of allowed Python types; "choices" for enumerations; "schema" for sub-mappings.
 _STR = (str,)
@@ -64,6 +82,19 @@ _OPT_STR = (str, type(None))
 _INT = (int,)
 _BOOL = (bool,)
 _LIST_STR = (list,)
+
+#: One entry of ``modalities`` (see the module docstring).
+MODALITY_SCHEMA: dict[str, Any] = {
+    "image_column": {"types": _OPT_STR, "default": None},
+    "image": {"types": _OPT_STR, "default": None},
+    "mask_column": {"types": _OPT_STR, "default": None},
+    "mask": {"types": _OPT_STR, "default": None},
+    "roi": {"types": _OPT_STR, "default": None},
+    "preprocess": {"types": (str, dict, type(None)), "default": None},
+    "radiomics": {"types": (str, dict, type(None)), "default": None},
+    "required": {"types": _BOOL, "default": True},
+}
+_MODALITY_NAME = re.compile(r"^[a-z][a-z0-9]*$")
 
 SCHEMA: dict[str, Any] = {
     "name": {"types": _STR, "default": "run"},
@@ -84,6 +115,7 @@ SCHEMA: dict[str, Any] = {
             "batch_column": {"types": _OPT_STR, "default": None},
         },
     },
+    "modalities": {"types": (dict, type(None)), "default": None},
     "mask": {
         "schema": {
             "roi": {"types": _OPT_STR, "default": None},
@@ -109,6 +141,7 @@ SCHEMA: dict[str, Any] = {
             "permutations": {"types": _INT, "min": 0, "max": 1000, "default": 100},
             "calibration_bins": {"types": _INT, "min": 2, "default": 5},
             "seed": {"types": _INT, "default": 0},
+            "variants": {"types": (dict,), "default": {}},
         }
     },
     "execution": {
@@ -190,7 +223,11 @@ def validate_config(raw: Any, *, source: str = "config") -> dict[str, Any]:
         raise InputError(f"{source}: cohort.catalog and cohort.query must be given together")
     if (c["time_column"] is None) != (c["event_column"] is None):
         raise InputError(f"{source}: cohort.time_column and cohort.event_column must be given together")
-    if c["mask_column"] is None and cfg["mask"]["method"] is None:
+    if cfg["modalities"] is not None:
+        _validate_modalities(cfg, source)
+    else:
+        _validate_variants(cfg, {"radiomics", "clinical"}, source)
+    if cfg["modalities"] is None and c["mask_column"] is None and cfg["mask"]["method"] is None:
         raise InputError(f"{source}: give cohort.mask_column (a mask file per case) or mask.method (segmentation)")
     if cfg["mask"]["method"] is not None:
         from medlens.segment.dispatch import METHODS, method_options
@@ -229,6 +266,50 @@ def validate_config(raw: Any, *, source: str = "config") -> dict[str, Any]:
     return cfg
 
 
+def _validate_modalities(cfg: dict[str, Any], source: str) -> None:
+    """Check ``modalities`` (names, one image and one mask source each) and ``model.variants``."""
+    mods = cfg["modalities"]
+    if not mods:
+        raise InputError(f"{source}: modalities is empty; give at least one modality or leave the key out")
+    if cfg["mask"]["method"] is not None:
+        raise InputError(
+            f"{source}: mask.method cannot be combined with modalities (each modality names its mask); "
+            "drop mask.method or the modalities section"
+        )
+    out: dict[str, Any] = {}
+    for name, spec in mods.items():
+        if not isinstance(name, str) or not _MODALITY_NAME.match(name):
+            raise InputError(
+                f"{source}: modality name {name!r} must be lower-case letters and digits starting with a letter "
+                "(it becomes the column prefix, e.g. pet_stat_max)"
+            )
+        m = _validate(spec if spec is not None else {}, MODALITY_SCHEMA, f"modalities.{name}", source)
+        for what in ("image", "mask"):
+            if (m[f"{what}_column"] is None) == (m[what] is None):
+                raise InputError(
+                    f"{source}: modalities.{name} needs exactly one of {what}_column (a CSV column) and "
+                    f"{what} (a path template such as '{{patient_id}}/MR_T1/{what}')"
+                )
+        out[name] = m
+    cfg["modalities"] = out
+    _validate_variants(cfg, set(out) | {"clinical"}, source)
+
+
+def _validate_variants(cfg: dict[str, Any], groups: set[str], source: str) -> None:
+    """``model.variants``: each a non-empty list of known feature groups, and an outcome to predict."""
+    for vname, members in cfg["model"]["variants"].items():
+        if not isinstance(members, list) or not members or not all(isinstance(g, str) for g in members):
+            raise InputError(f"{source}: model.variants.{vname} must be a non-empty list of feature groups")
+        unknown = sorted(set(members) - groups)
+        if unknown:
+            raise InputError(
+                f"{source}: model.variants.{vname} has {', '.join(map(repr, unknown))}; "
+                f"the feature groups are: {', '.join(sorted(groups))}"
+            )
+    if cfg["model"]["variants"] and cfg["cohort"]["outcome"] is None:
+        raise InputError(f"{source}: model.variants needs cohort.outcome (a binary outcome to predict)")
+
+
 @dataclass
 class RunConfig:
     """A validated run configuration, with paths resolved."""
@@ -243,16 +324,24 @@ class RunConfig:
     def name(self) -> str:
         return str(self.raw["name"])
 
+    @property
+    def modalities(self) -> dict[str, dict[str, Any]] | None:
+        """The ``modalities`` section (validated), or None for a single-image run."""
+        return self.raw.get("modalities")
+
     def section(self, name: str) -> dict[str, Any]:
         return self.raw[name]
 
     def feature_settings(self) -> dict[str, Any]:
         """The parts of the configuration that change a case's features (paths absolute)."""
-        return {
+        out = {
             "mask": self.raw["mask"],
             "preprocess": self.raw["preprocess"],
             "radiomics": self.raw["radiomics"],
         }
+        if self.raw.get("modalities") is not None:
+            out["modalities"] = self.raw["modalities"]
+        return out
 
     def settings_for_hash(self) -> dict[str, Any]:
         """:meth:`feature_settings` with settings files replaced by their name and content hash.
@@ -261,10 +350,13 @@ class RunConfig:
         file does.
         """
         out = copy.deepcopy(self.feature_settings())
-        for section, key in (("preprocess", "recipe"), ("radiomics", "settings")):
-            v = out[section][key]
+        places = [(out[section], key) for section, key in (("preprocess", "recipe"), ("radiomics", "settings"))]
+        for spec in (out.get("modalities") or {}).values():
+            places += [(spec, "preprocess"), (spec, "radiomics")]
+        for holder, key in places:
+            v = holder[key]
             if isinstance(v, str) and _is_yaml_path(v):
-                out[section][key] = {"file": Path(v).name, "sha256": hashlib.sha256(Path(v).read_bytes()).hexdigest()}
+                holder[key] = {"file": Path(v).name, "sha256": hashlib.sha256(Path(v).read_bytes()).hexdigest()}
         return out
 
 
@@ -340,16 +432,25 @@ def load_config(
         odir = (base / cfg["output"]["dir"]).resolve()
     else:
         odir = (Path.cwd() / "runs" / cfg["name"]).resolve()
-    for section, key in (("preprocess", "recipe"), ("radiomics", "settings")):
-        v = cfg[section][key]
+    places = [
+        (cfg[section], key, f"{section}.{key}")
+        for section, key in (("preprocess", "recipe"), ("radiomics", "settings"))
+    ]
+    for name, spec in (cfg["modalities"] or {}).items():
+        places += [
+            (spec, "preprocess", f"modalities.{name}.preprocess"),
+            (spec, "radiomics", f"modalities.{name}.radiomics"),
+        ]
+    for holder, key, where in places:
+        v = holder[key]
         if isinstance(v, str) and _is_yaml_path(v):
             f = Path(v) if Path(v).is_absolute() else base / v
             if not f.is_file():
-                raise InputError(
-                    f"{source}: {section}.{key} file {f} not found (relative paths start at the config's folder)"
-                )
-            cfg[section][key] = str(f.resolve())
+                raise InputError(f"{source}: {where} file {f} not found (relative paths start at the config's folder)")
+            holder[key] = str(f.resolve())
     _check_recipe(cfg["preprocess"]["recipe"])
+    for spec in (cfg["modalities"] or {}).values():
+        _check_recipe(spec["preprocess"])
     cfg["data_dir"] = str(ddir)
     cfg["output"]["dir"] = str(odir)
     return RunConfig(raw=cfg, source=Path(path) if path else None, data_dir=ddir, out_dir=odir)

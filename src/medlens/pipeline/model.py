@@ -14,7 +14,7 @@ import numpy as np
 from medlens.core.errors import InputError
 from medlens.pipeline.config import RunConfig
 
-__all__ = ["build_matrix", "fit_and_validate"]
+__all__ = ["build_matrix", "column_groups", "compare_variants", "fit_and_validate"]
 
 _DIAGNOSTIC_PREFIXES = (
     "img_dim_",
@@ -37,7 +37,13 @@ def build_matrix(results: list[dict[str, Any]], config: RunConfig) -> tuple[np.n
     batch code is appended as the last column (consumed by :class:`BatchHarmoniser`).
     """
     tags = sorted(set.intersection(*(set(r["features"]) for r in results))) if results else []
-    tags = [t for t in tags if not t.startswith(_DIAGNOSTIC_PREFIXES)]
+    mods = tuple(config.modalities or ())
+
+    def bare(tag: str) -> str:  # a multimodal run prefixes every tag with its modality name
+        head, _, rest = tag.partition("_")
+        return rest if head in mods else tag
+
+    tags = [t for t in tags if not bare(t).startswith(_DIAGNOSTIC_PREFIXES)]
     cols: list[list[float]] = []
     names: list[str] = []
     for t in tags:
@@ -95,4 +101,38 @@ def fit_and_validate(results: list[dict[str, Any]], config: RunConfig, out_dir: 
         if cohort["time_column"] is None
         else np.array([r["case"]["event"] for r in results], dtype=np.float64),
         saved_extra={"config": config.raw},
+    )
+
+
+def column_groups(names: list[str], clinical: list[str], config: RunConfig) -> list[str]:
+    """The feature group of every column of :func:`build_matrix`: its modality name, or ``clinical``."""
+    mods = set(config.modalities or ())
+    out = []
+    for n in names:
+        head = n.split("_", 1)[0]
+        out.append("clinical" if n in clinical else head if head in mods else "radiomics")
+    return out
+
+
+def compare_variants(results: list[dict[str, Any]], config: RunConfig) -> dict[str, Any]:
+    """Nested-CV comparison of the ``model.variants`` feature-group sets (:mod:`medlens.learn.fusion`)."""
+    from medlens.learn.fusion import compare_variants as compare
+
+    mcfg = config.section("model")
+    X, names, clinical = build_matrix(results, config)
+    if mcfg["harmonise"]:
+        X = X[:, :-1]  # variants are compared without harmonisation (no batch column)
+    groups = column_groups(names, clinical, config)
+    y = np.array([r["case"]["outcome"] for r in results], dtype=int)
+    return compare(
+        X,
+        y,
+        names=names,
+        groups=groups,
+        variants=mcfg["variants"],
+        folds=mcfg["folds"],
+        repeats=mcfg["repeats"],
+        seed=mcfg["seed"],
+        n_bootstrap=mcfg["bootstrap"],
+        classifier=mcfg["classifier"],
     )

@@ -151,6 +151,91 @@ def _km_plot(surv: dict[str, Any]) -> str:
     return _png(fig)
 
 
+def _modalities_section(results: list[dict[str, Any]]) -> str:
+    """Per-modality status counts, units, ROI and preprocessing as applied (multimodal runs)."""
+    ok = [r for r in results if r["status"] == "ok" and r.get("modalities")]
+    if not ok:
+        return ""
+    names = list(ok[0]["modalities"])
+    rows = []
+    for n in names:
+        present = [r["modalities"][n] for r in ok if r["modalities"].get(n, {}).get("status") == "ok"]
+        first = present[0] if present else {}
+        vols = [m["qa"]["mask_volume_ml"] for m in present]
+        rows.append(
+            {
+                "modality": n,
+                "cases with the series": f"{len(present)} / {len(ok)}",
+                "DICOM modality": first.get("lineage", {}).get("modality", ""),
+                "units": first.get("lineage", {}).get("units", ""),
+                "ROI": first.get("roi", ""),
+                "ROI volume ml (median)": float(np.median(vols)) if vols else "",
+                "preprocessing (first case, as applied)": "; ".join(first.get("qa", {}).get("history", [])) or "none",
+            }
+        )
+    return (
+        "<h2>Modalities</h2><p>One row per case; features and lineage columns are prefixed with the modality "
+        "name (<code>pet_stat_max</code>, <code>mr_series_uid</code>). A case without a series of an optional "
+        "modality has empty columns for it, and a model uses only features present in every case.</p>" + _table(rows)
+    )
+
+
+def _fusion_section(fusion: dict[str, Any]) -> str:
+    import matplotlib.pyplot as plt
+
+    if "error" in fusion:
+        return f"<h2>Fusion variants</h2><p class='err'>Not compared: {html.escape(fusion['error'])}</p>"
+    rows = []
+    for v in fusion["variants"]:
+        lo, hi = v["auc_ci95"]
+        vs = v.get("vs_first")
+        rows.append(
+            {
+                "variant": v["name"],
+                "groups": "+".join(v["groups"]),
+                "candidate features": v["n_features"],
+                "AUC (nested CV)": v["auc"],
+                "95% CI": f"{lo:.3f} - {hi:.3f}",
+                "AUC per repeat": f"{v['auc_repeats_mean']:.3f} ± {v['auc_repeats_sd']:.3f}",
+                "Brier": v["brier"],
+                "calibration slope": v["calibration_slope"],
+                "calibration intercept": v["calibration_intercept"],
+                f"ΔAUC vs {vs['baseline']} [95% CI]" if vs else "ΔAUC": (
+                    f"{vs['difference']:+.3f} [{vs['ci95_low']:+.3f}, {vs['ci95_high']:+.3f}]" if vs else ""
+                ),
+                "most chosen (k, C)": next(iter(v["chosen"]), ""),
+            }
+        )
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for v in fusion["variants"]:
+        dc = v["decision_curve"]
+        axes[0].plot(dc["threshold"], dc["model"], "o-", ms=3, label=v["name"])
+        cal = v["calibration"]
+        axes[1].plot(cal["mean_predicted"], cal["fraction_positive"], "o-", label=v["name"])
+    dc = fusion["variants"][0]["decision_curve"]
+    axes[0].plot(dc["threshold"], dc["treat_all"], "k--", lw=0.8, label="treat all")
+    axes[0].axhline(0.0, color="k", lw=0.8, label="treat none")
+    axes[0].set_ylim(-0.1, max(0.1, max(max(v["decision_curve"]["model"]) for v in fusion["variants"]) + 0.05))
+    axes[0].set_xlabel("threshold probability")
+    axes[0].set_ylabel("net benefit")
+    axes[0].set_title("decision curves (out-of-fold, nested CV)", fontsize=10)
+    axes[0].legend(fontsize=7)
+    axes[1].plot([0, 1], [0, 1], "k--", lw=0.8)
+    axes[1].set_xlabel("mean predicted probability")
+    axes[1].set_ylabel("observed fraction positive")
+    axes[1].set_title("calibration (quantile bins)", fontsize=10)
+    axes[1].legend(fontsize=7)
+    v0 = fusion["variants"][0]
+    return (
+        "<h2>Fusion variants (nested cross-validation)</h2>"
+        f"<p>{v0['folds']}-fold x {v0['repeats']} repeats outer CV; in each outer training fold a "
+        f"{v0['inner_folds']}-fold inner CV picks the number of selected features k and the L2 strength C. "
+        "Every variant uses the same outer folds; ΔAUC is a paired bootstrap over the same cases. "
+        "Calibration slope &lt; 1: predictions too extreme; &gt; 1: too timid.</p>" + _table(rows, cols) + _png(fig)
+    )
+
+
 def write_report(
     out_dir: Path,
     *,
@@ -218,6 +303,7 @@ def write_report(
     if failed:
         parts.append("<h3 class='err'>Failed cases</h3>")
         parts.append(_table([{"case": r["case_id"], "error": r["error"]} for r in failed]))
+    parts.append(_modalities_section(results))
     parts.append("<h2>Example slices with mask outlines</h2>")
     parts.append(_examples(out_dir, results))
     parts.append("<h2>Model (repeated stratified cross-validation)</h2>")
@@ -249,6 +335,8 @@ def write_report(
             f"<details><summary>Feature importance (final model on all cases)</summary>"
             f"{_table(metrics.get('importance', []))}</details>"
         )
+    if "fusion" in metrics:
+        parts.append(_fusion_section(metrics["fusion"]))
     if "survival_oof" in metrics:
         parts.append(
             "<h3>Survival</h3><p>Kaplan-Meier curves of the cases above and below the median "

@@ -64,10 +64,12 @@ def code_fingerprint() -> str:
 
 def case_key(case: Case, feature_settings: dict[str, Any], *, code: str | None = None) -> str:
     """Content hash of the case's files and values, the feature settings and the MedLens code."""
+    # paths enter by content (moving the project folder keeps the key); which modalities exist enters by name
+    present = {name: m["image"] is not None for name, m in case.modalities.items()}
     return content_hash(
-        [case.image, case.mask],
+        case.input_paths(),
         extra={
-            "case": case.to_dict() | {"image": None, "mask": None},
+            "case": case.to_dict() | {"image": None, "mask": None, "modalities": present},
             "settings": feature_settings,
             "code": code if code is not None else code_fingerprint(),
         },
@@ -102,16 +104,94 @@ def _peak_rss_mb() -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024.0
 
 
+def _one_image(
+    image_path: str,
+    mask_path: str | None,
+    *,
+    mask_cfg: dict[str, Any],
+    roi_pattern: str | None,
+    recipe: Any,
+    radiomics: Any,
+    base_dir: str,
+    case_id: str,
+    timings: dict[str, float],
+    label: str = "",
+) -> dict[str, Any]:
+    """Read, preprocess, mask and extract one image of a case; returns features, lineage, qa, facts, thumbnail."""
+    import hashlib
+
+    from medlens.io.api import read_image, read_mask
+    from medlens.radiomics import extract
+
+    def add(stage: str, t0: float) -> None:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+    what = f"case {case_id}" + (f" ({label})" if label else "")
+    t = time.perf_counter()
+    image = read_image(image_path)
+    facts = steps.header_facts(image)
+    add("read", t)
+
+    t = time.perf_counter()
+    image = steps.preprocess(image, recipe, Path(base_dir))
+    add("preprocess", t)
+
+    t = time.perf_counter()
+    roi_name = None
+    if mask_cfg.get("method") is not None:
+        mask = steps.make_mask(image, mask_cfg["method"], mask_cfg.get("options"))
+        roi_name = mask_cfg["method"]
+    else:
+        if not mask_path:
+            raise InputError(f"{what}: no mask file and no mask.method to make one")
+        if roi_pattern is not None:
+            names = steps.rtstruct_roi_names(mask_path)
+            roi_name = resolve_roi(roi_pattern, names, source=str(mask_path)) if names else roi_pattern
+        mask = read_mask(mask_path, reference=image, roi=roi_name)
+    m = np.asarray(mask.array, dtype=bool)
+    if not m.any():
+        raise InputError(f"{what}: the mask {roi_name or ''} is empty on the image grid")
+    add("mask", t)
+
+    t = time.perf_counter()
+    feats = {str(k): float(v) for k, v in extract(image, mask, radiomics).items()}
+    add("features", t)
+    sops = sorted(image.meta.sop_instance_uids)
+    return {
+        "roi": roi_name or "",
+        "features": feats,
+        "facts": facts,
+        "lineage": {
+            "study_uid": image.meta.study_uid or facts.get("study_uid", ""),
+            "series_uid": image.meta.series_uid or facts.get("series_uid", ""),
+            "sop_uids_hash": hashlib.sha256("\\".join(sops).encode()).hexdigest()[:16] if sops else "",
+            "n_sop_instances": len(sops),
+            "modality": image.meta.modality or facts.get("modality", ""),
+            "units": image.meta.units,
+        },
+        "qa": {
+            "shape": list(image.shape),
+            "spacing_mm": [round(s, 4) for s in image.spacing],
+            "mask_voxels": int(m.sum()),
+            "mask_volume_ml": float(m.sum() * image.voxel_volume_mm3 / 1000.0),
+            "roi_min": float(np.asarray(image.array)[m].min()),
+            "roi_max": float(np.asarray(image.array)[m].max()),
+            "history": list(image.meta.history),
+        },
+        "thumb": _thumbnail(np.asarray(image.array), m),
+    }
+
+
 def process_case(case: dict[str, Any], settings: dict[str, Any], key: str, cases_dir: str, base_dir: str) -> dict:
     """Run one case and write its result file; never raises (errors are recorded in the result).
 
     Returns the result dictionary: ``status`` ("ok"/"error"), ``error``, ``features``,
     ``lineage``, ``qa``, ``clinical_dicom``, ``timings_s`` (read, preprocess, mask, features),
-    ``worker_pid``, ``peak_rss_mb``.
+    ``worker_pid``, ``peak_rss_mb``. With ``modalities`` in the settings every modality of the case is
+    processed: features and lineage are prefixed by the modality name (``pet_stat_max``,
+    ``mr_series_uid``), ``modalities`` holds each modality's status, ROI, lineage and QA, and a
+    modality that the case does not have (``required: false``) is recorded as ``absent``.
     """
-    from medlens.io.api import read_image, read_mask
-    from medlens.radiomics import extract
-
     c = Case(**case)
     started = _now()
     timings: dict[str, float] = {}
@@ -132,68 +212,81 @@ def process_case(case: dict[str, Any], settings: dict[str, Any], key: str, cases
     caught = warnings.catch_warnings(record=True)
     seen = caught.__enter__()
     warnings.simplefilter("always")
+    fact_keys = ("age", "sex", "weight_kg", "height_m", "bmi")
     try:
-        t = time.perf_counter()
-        image = read_image(c.image)
-        facts = steps.header_facts(c.image)
-        timings["read"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        image = steps.preprocess(image, settings["preprocess"]["recipe"], Path(base_dir))
-        timings["preprocess"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        roi_name = None
-        if settings["mask"]["method"] is not None:
-            mask = steps.make_mask(image, settings["mask"]["method"], settings["mask"].get("options"))
-            roi_name = settings["mask"]["method"]
+        mods = settings.get("modalities")
+        if not mods:
+            one = _one_image(
+                c.image,
+                c.mask,
+                mask_cfg=settings["mask"],
+                roi_pattern=settings["mask"]["roi"],
+                recipe=settings["preprocess"]["recipe"],
+                radiomics=settings["radiomics"]["settings"],
+                base_dir=base_dir,
+                case_id=c.case_id,
+                timings=timings,
+            )
+            result.update(
+                status="ok",
+                roi=one["roi"],
+                features=one["features"],
+                clinical_dicom={k: one["facts"].get(k) for k in fact_keys},
+                lineage=one["lineage"],
+                qa=one["qa"],
+            )
+            thumbs = {"image": one["thumb"]["image"], "mask": one["thumb"]["mask"]}
         else:
-            if not c.mask:
-                raise InputError(f"case {c.case_id}: no mask file and no mask.method to make one")
-            roi_pattern = settings["mask"]["roi"]
-            if roi_pattern is not None:
-                names = steps.rtstruct_roi_names(c.mask)
-                roi_name = resolve_roi(roi_pattern, names, source=str(c.mask)) if names else roi_pattern
-            mask = read_mask(c.mask, reference=image, roi=roi_name)
-        m = np.asarray(mask.array, dtype=bool)
-        if not m.any():
-            raise InputError(f"case {c.case_id}: the mask {roi_name or ''} is empty on the image grid")
-        timings["mask"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        feats = {str(k): float(v) for k, v in extract(image, mask, settings["radiomics"]["settings"]).items()}
-        timings["features"] = time.perf_counter() - t
-
-        sops = sorted(image.meta.sop_instance_uids)
-        import hashlib
-
-        result.update(
-            status="ok",
-            roi=roi_name or "",
-            features=feats,
-            clinical_dicom={k: facts.get(k) for k in ("age", "sex", "weight_kg", "height_m", "bmi")},
-            lineage={
-                "study_uid": image.meta.study_uid or facts.get("study_uid", ""),
-                "series_uid": image.meta.series_uid or facts.get("series_uid", ""),
-                "sop_uids_hash": hashlib.sha256("\\".join(sops).encode()).hexdigest()[:16] if sops else "",
-                "n_sop_instances": len(sops),
-                "modality": image.meta.modality or facts.get("modality", ""),
-                "units": image.meta.units,
-            },
-            qa={
-                "shape": list(image.shape),
-                "spacing_mm": [round(s, 4) for s in image.spacing],
-                "mask_voxels": int(m.sum()),
-                "mask_volume_ml": float(m.sum() * image.voxel_volume_mm3 / 1000.0),
-                "roi_min": float(np.asarray(image.array)[m].min()),
-                "roi_max": float(np.asarray(image.array)[m].max()),
-                "history": list(image.meta.history),
-            },
-        )
-        thumb = _thumbnail(np.asarray(image.array), m)
+            feats: dict[str, float] = {}
+            lineage: dict[str, Any] = {}
+            per_mod: dict[str, Any] = {}
+            facts: dict[str, Any] = {}
+            thumbs = {}
+            for name, spec in mods.items():
+                paths = c.modalities.get(name, {"image": None, "mask": None})
+                if paths["image"] is None:
+                    per_mod[name] = {"status": "absent"}
+                    lineage[f"{name}_status"] = "absent"
+                    continue
+                one = _one_image(
+                    paths["image"],
+                    paths["mask"],
+                    mask_cfg={"method": None},
+                    roi_pattern=spec["roi"],
+                    recipe=spec["preprocess"] if spec["preprocess"] is not None else settings["preprocess"]["recipe"],
+                    radiomics=spec["radiomics"] if spec["radiomics"] is not None else settings["radiomics"]["settings"],
+                    base_dir=base_dir,
+                    case_id=c.case_id,
+                    timings=timings,
+                    label=name,
+                )
+                feats.update({f"{name}_{k}": v for k, v in one["features"].items()})
+                lineage.update({f"{name}_{k}": v for k, v in one["lineage"].items()})
+                lineage[f"{name}_status"] = "ok"
+                lineage[f"{name}_roi"] = one["roi"]
+                # the recipe as applied (operations with their fitted parameters, e.g. the z-score mean and SD)
+                lineage[f"{name}_history"] = "; ".join(one["qa"]["history"])
+                per_mod[name] = {"status": "ok", "roi": one["roi"], "lineage": one["lineage"], "qa": one["qa"]}
+                for k in fact_keys:
+                    if facts.get(k) is None and one["facts"].get(k) is not None:
+                        facts[k] = one["facts"][k]
+                if not thumbs:
+                    thumbs = {"image": one["thumb"]["image"], "mask": one["thumb"]["mask"]}
+                thumbs[f"{name}_image"], thumbs[f"{name}_mask"] = one["thumb"]["image"], one["thumb"]["mask"]
+            present = [n for n, v in per_mod.items() if v["status"] == "ok"]
+            lineage["modality"] = "+".join(per_mod[n]["lineage"]["modality"] for n in present)
+            result.update(
+                status="ok",
+                roi=";".join(f"{n}:{per_mod[n]['roi']}" for n in present),
+                features=feats,
+                clinical_dicom={k: facts.get(k) for k in fact_keys},
+                lineage=lineage,
+                qa=per_mod[present[0]]["qa"],
+                modalities=per_mod,
+            )
         with atomic_path(Path(cases_dir) / f"{c.case_id}__{key}.npz") as tmp:
             with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, image=thumb["image"], mask=thumb["mask"])
+                np.savez_compressed(fh, **thumbs)
     except MedlensError as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a bug or an unexpected file: recorded, the run goes on
@@ -505,6 +598,20 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunResult:
         except InputError as exc:
             metrics = {"error": str(exc)}
             audit.append(action="model.skipped", inputs={"cases": len(ok)}, outputs=None, details={"reason": str(exc)})
+        if model_cfg["variants"] and "error" not in metrics:
+            try:
+                metrics["fusion"] = model_mod.compare_variants(ok, config)
+                audit.append(
+                    action="model.variants",
+                    inputs={"cases": len(ok)},
+                    outputs=None,
+                    details={
+                        v["name"]: {"auc": round(v["auc"], 4), "auc_ci95": [round(x, 4) for x in v["auc_ci95"]]}
+                        for v in metrics["fusion"]["variants"]
+                    },
+                )
+            except InputError as exc:
+                metrics["fusion"] = {"error": str(exc)}
     run_info = {
         "run_id": run_id,
         "name": config.name,
@@ -543,6 +650,16 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunResult:
 
 def _check_roi_first_case(cases: list[Case], config: RunConfig) -> None:
     """Fail before the run if mask.roi matches no ROI of the first case's RTSTRUCT (lists the available ones)."""
+    if config.modalities is not None:
+        for name, spec in config.modalities.items():
+            first = next((cs for cs in cases if cs.modalities[name]["mask"]), None)
+            if spec["roi"] is None or first is None:
+                continue
+            mask = first.modalities[name]["mask"]
+            names = steps.rtstruct_roi_names(mask)  # type: ignore[arg-type]
+            if names:
+                resolve_roi(spec["roi"], names, source=f"case {first.case_id}, modality {name} ({mask})")
+        return
     pattern = config.section("mask")["roi"]
     if pattern is None or config.section("mask")["method"] is not None or not cases[0].mask:
         return

@@ -23,61 +23,52 @@ def dicom_files(path: str | os.PathLike[str]) -> list[Path]:
     return list_files(path)
 
 
-def header_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Patient age (years), sex, weight (kg), height (m), BMI and UIDs from the first DICOM file.
+def header_facts(image: Image) -> dict[str, Any]:
+    """Patient age (years), sex, weight (kg), height (m), BMI and UIDs of an image read by :mod:`medlens.io`.
 
-    These feed the clinical columns of the feature table. Missing values are ``None``; not a
-    DICOM input (NIfTI, ...) gives an empty dict.
+    Everything comes from :attr:`Image.meta` (the reader fills ``meta.extra`` from the DICOM header), so the
+    pipeline never parses DICOM itself. These feed the clinical columns of the feature table. Missing
+    values are ``None``; an image without a DICOM header (NIfTI, ...) gives ``None`` everywhere.
     """
-    import pydicom
+    extra = image.meta.extra
 
-    from medlens.io.api import volume_suffix
+    def num(key: str) -> float | None:
+        v = extra.get(key)
+        try:
+            return float(v) if v not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
 
-    if volume_suffix(Path(path)) is not None:
-        return {}
-    files = dicom_files(path)
-    if not files:
-        return {}
-    try:
-        ds = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
-    except Exception:
-        return {}
-    from medlens.io.dicom.headers import age_years
-
-    age = age_years(getattr(ds, "PatientAge", None))
-    weight = float(ds.PatientWeight) if getattr(ds, "PatientWeight", None) not in (None, "") else None
-    height = float(ds.PatientSize) if getattr(ds, "PatientSize", None) not in (None, "") else None
+    weight, height = num("patient_weight_kg"), num("patient_size_m")
     bmi = weight / height**2 if weight and height and height > 0.3 else None
-    sex = str(getattr(ds, "PatientSex", "") or "") or None
+    sex = str(extra.get("patient_sex") or "") or None
     return {
-        "age": age,
+        "age": num("patient_age_years"),
         "sex": sex,
         "weight_kg": weight,
         "height_m": height,
         "bmi": bmi,
-        "study_uid": str(getattr(ds, "StudyInstanceUID", "")),
-        "series_uid": str(getattr(ds, "SeriesInstanceUID", "")),
-        "modality": str(getattr(ds, "Modality", "")),
+        "study_uid": image.meta.study_uid or "",
+        "series_uid": image.meta.series_uid or "",
+        "modality": image.meta.modality or "",
     }
 
 
 def rtstruct_roi_names(path: str | os.PathLike[str]) -> list[str]:
     """ROI names of the RTSTRUCT at ``path`` (:func:`medlens.io.rtstruct.list_rois`); ``[]`` when the
     mask is not an RTSTRUCT (a SEG or a label image, whose ROI is chosen by the reader)."""
-    import pydicom
-
+    from medlens.core.errors import FormatError, InputError
     from medlens.io.api import volume_suffix
-    from medlens.io.rtstruct import find_rtstruct, is_rtstruct, list_rois
+    from medlens.io.rtstruct import find_rtstruct, list_rois
 
     p = Path(path)
     if volume_suffix(p) is not None:
         return []
     if p.is_file():
         try:
-            ds = pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
-        except Exception:
+            return list_rois(p)
+        except (FormatError, InputError):  # a SEG or another DICOM object: its reader picks the ROI
             return []
-        return list_rois(p) if is_rtstruct(ds) else []
     return list_rois(p) if find_rtstruct(p) else []
 
 

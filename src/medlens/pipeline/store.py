@@ -10,6 +10,13 @@ clinical columns and age/sex/BMI read from the DICOM headers), lineage (``study_
 ``series_uid``, ``sop_uids_hash``, ``n_sop_instances``, ``modality``, ``units``, ``input_hash``,
 ``settings_hash``, ``medlens_version``, ``code_hash`` (fingerprint of the feature code),
 ``started_at``, ``finished_at``, ``run_id``) and one column per IBSI feature tag.
+
+A multimodal run (``modalities`` in the configuration) still writes one row per case: ``roi`` lists
+``name:ROI`` per modality, ``modalities`` the configured names, ``modality`` the DICOM modalities
+present (``PT+MR+CT``), and every modality ``m`` has its own lineage columns ``m_study_uid``,
+``m_series_uid``, ``m_sop_uids_hash``, ``m_n_sop_instances``, ``m_modality``, ``m_units``, ``m_roi``,
+``m_status`` (``ok``/``absent``) and ``m_history`` (the preprocessing as applied), and its features
+prefixed ``m_`` (``pet_stat_max``, ``mr_cm_contrast_3D_avg``).
 """
 
 from __future__ import annotations
@@ -21,7 +28,15 @@ from typing import Any
 from medlens.core.atomic import atomic_path
 from medlens.core.errors import InputError
 
-__all__ = ["LINEAGE_COLUMNS", "feature_columns", "query", "read_features", "write_features"]
+__all__ = [
+    "LINEAGE_COLUMNS",
+    "MODALITY_LINEAGE",
+    "feature_columns",
+    "feature_groups",
+    "query",
+    "read_features",
+    "write_features",
+]
 
 LINEAGE_COLUMNS = (
     "study_uid",
@@ -38,7 +53,19 @@ LINEAGE_COLUMNS = (
     "finished_at",
     "run_id",
 )
-_BASE_COLUMNS = ("case_id", "roi", "status", "error", "outcome", "time", "event", "batch")
+_BASE_COLUMNS = ("case_id", "roi", "status", "error", "outcome", "time", "event", "batch", "modalities")
+#: Per-modality lineage column suffixes of a multimodal run (``pet_series_uid``, ...).
+MODALITY_LINEAGE = (
+    "study_uid",
+    "series_uid",
+    "sop_uids_hash",
+    "n_sop_instances",
+    "modality",
+    "units",
+    "roi",
+    "status",
+    "history",
+)
 
 
 def results_frame(results: list[dict[str, Any]], *, run_id: str, settings_hash: str) -> Any:
@@ -67,6 +94,10 @@ def results_frame(results: list[dict[str, Any]], *, run_id: str, settings_hash: 
         lin = r.get("lineage") or {}
         for k in LINEAGE_COLUMNS:
             row[k] = lin.get(k)
+        if r.get("modalities") is not None or any(k.endswith("_status") for k in lin):
+            row["modalities"] = ",".join(k[: -len("_status")] for k in lin if k.endswith("_status") and k != "status")
+            for k, v in lin.items():
+                row.setdefault(k, v)
         row.update(
             input_hash=r["key"],
             settings_hash=settings_hash,
@@ -82,10 +113,29 @@ def results_frame(results: list[dict[str, Any]], *, run_id: str, settings_hash: 
     return pd.DataFrame(rows)
 
 
+def _modality_names(df: Any) -> set[str]:
+    if "modalities" not in df.columns:
+        return set()
+    return {m for v in df["modalities"].dropna() for m in str(v).split(",") if m}
+
+
 def feature_columns(df: Any) -> list[str]:
-    """Names of the feature columns (IBSI tags) of a feature table."""
+    """Names of the feature columns (IBSI tags, prefixed by the modality in a multimodal run) of a feature table."""
     fixed = set(_BASE_COLUMNS) | set(LINEAGE_COLUMNS)
+    fixed |= {f"{m}_{k}" for m in _modality_names(df) for k in MODALITY_LINEAGE}
     return [c for c in df.columns if c not in fixed and not c.startswith("clin_")]
+
+
+def feature_groups(df: Any) -> dict[str, list[str]]:
+    """Feature columns by group: one group per modality of a multimodal run (by prefix), and ``clinical``."""
+    mods = sorted(_modality_names(df))
+    groups: dict[str, list[str]] = {m: [] for m in mods}
+    for c in feature_columns(df):
+        head = c.split("_", 1)[0]
+        if head in groups:
+            groups[head].append(c)
+    groups["clinical"] = [c for c in df.columns if c.startswith("clin_")]
+    return groups
 
 
 def write_features(

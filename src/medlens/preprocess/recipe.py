@@ -44,11 +44,14 @@ STEPS: dict[str, str] = {
     "zscore": "normalise:zscore",
     "percentile_clip": "normalise:percentile_clip",
     "minmax": "normalise:minmax",
+    "percentile_normalise": "normalise:percentile_normalise",
+    "fat_normalise": "normalise:fat_normalise",
     "suv_normalise": "suv:suv_normalise",
     "n4_bias_correction": "bias:n4_bias_correction",
 }
 
-_NOT_PARAMS = {"image", "mask", "return_bias_field"}
+# fat_mask is an image too: a recipe (data) cannot carry it, so fat_normalise in a recipe uses its percentile estimate
+_NOT_PARAMS = {"image", "mask", "return_bias_field", "fat_mask"}
 
 
 def _function(name: str) -> Callable[..., Any]:
