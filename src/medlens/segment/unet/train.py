@@ -11,7 +11,7 @@ The 3D variant uses 32^3 patches with the same scheme. Folds split patients, nev
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -121,8 +121,13 @@ def train(
     seed: int = 0,
     threads: int = 1,
     log: Callable[[str], None] | None = None,
+    initial_state: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Train a fresh U-Net on ``cases`` (PET in SUVbw with masks) and return it with its loss history."""
+    """Train a fresh U-Net on ``cases`` (PET in SUVbw with masks) and return it with its loss history.
+
+    ``initial_state`` (a partial ``state_dict``, e.g. a self-supervised encoder from
+    :mod:`medlens.learn.ssl`) initialises those layers instead of the random initialisation.
+    """
     import torch
     from monai.losses import DiceCELoss
 
@@ -132,6 +137,11 @@ def train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = build_unet(config)
+    if initial_state is not None:
+        unexpected = sorted(set(initial_state) - set(net.state_dict()))
+        if unexpected:
+            raise InputError(f"initial_state has {len(unexpected)} layers the U-Net lacks (first: {unexpected[0]})")
+        net.load_state_dict(dict(initial_state), strict=False)
     opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
     loss_fn = DiceCELoss(sigmoid=True)
     arrays = [_scaled(c, config) for c in cases]
