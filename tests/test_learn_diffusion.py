@@ -29,7 +29,7 @@ def test_ddpm_prior_denoises_held_out_patches():
         channels=(16, 32),
         num_res_blocks=1,
         num_train_timesteps=200,
-        steps=300,
+        steps=200,
         batch_size=16,
         learning_rate=2e-3,
         seed=0,
