@@ -36,6 +36,7 @@ _COMMAND_MODULES = [
     "medlens.cli.data_commands",
     "medlens.cli.clinical_commands",
     "medlens.cli.serve_commands",
+    "medlens.cli.learn_commands",
 ]
 
 

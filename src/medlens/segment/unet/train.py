@@ -11,7 +11,7 @@ The 3D variant uses 32^3 patches with the same scheme. Folds split patients, nev
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -121,11 +121,14 @@ def train(
     seed: int = 0,
     threads: int = 1,
     log: Callable[[str], None] | None = None,
+    initial_state: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train a fresh U-Net on ``cases`` (PET in SUVbw with masks) and return it with its loss history.
 
     The seed drives a forked copy of torch's global generator (weight initialisation): the caller's
-    random state and thread count are the same afterwards as before.
+    random state and thread count are the same afterwards as before. ``initial_state`` (a partial
+    ``state_dict``, e.g. a self-supervised encoder from :mod:`medlens.learn.ssl`) initialises those
+    layers instead of the random initialisation.
     """
     torch = require("torch", extra="dl", purpose="the U-Net")
 
@@ -134,7 +137,14 @@ def train(
     with torch_threads(threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _train(
-            cases, config, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed, log=log
+            cases,
+            config,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            log=log,
+            initial_state=initial_state,
         )
 
 
@@ -147,12 +157,18 @@ def _train(
     learning_rate: float,
     seed: int,
     log: Callable[[str], None] | None,
+    initial_state: Mapping[str, Any] | None,
 ) -> TrainResult:
     torch = require("torch", extra="dl", purpose="the U-Net")
     DiceCELoss = require("monai.losses", extra="dl", purpose="the U-Net").DiceCELoss
 
     rng = np.random.default_rng(seed)
     net = build_unet(config)
+    if initial_state is not None:
+        unexpected = sorted(set(initial_state) - set(net.state_dict()))
+        if unexpected:
+            raise InputError(f"initial_state has {len(unexpected)} layers the U-Net lacks (first: {unexpected[0]})")
+        net.load_state_dict(dict(initial_state), strict=False)
     opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
     loss_fn = DiceCELoss(sigmoid=True)
     arrays = [_scaled(c, config) for c in cases]
