@@ -83,3 +83,36 @@ def test_survival_columns_give_a_c_index(tmp_path: Path) -> None:
     assert res.metrics["c_index"] == pytest.approx(sum(pairs) / len(pairs), abs=1e-12)
     report = res.report_path.read_text()
     assert "C-index" in report and "Kaplan-Meier" in report
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data
+def test_sts_run_with_deep_features_equals_the_library_call(tmp_path: Path, sts_dir: Path) -> None:
+    """radiomics.deep_features adds the 64 deep_* columns of the shipped encoder, equal to a direct call."""
+    pytest.importorskip("torch", reason="deep features need the [dl] extra")
+    from medlens.io import read_image, read_mask
+    from medlens.learn.deep_features import deep_features
+
+    cfg = yaml.safe_load((REPO / "examples" / "sts-lung-metastasis.yaml").read_text())
+    cohort = pd.read_csv(sts_dir / "cohort.csv")
+    subset = pd.concat([cohort[cohort.lung_metastasis == 0].head(2), cohort[cohort.lung_metastasis == 1].head(2)])
+    subset.to_csv(tmp_path / "four.csv", index=False)
+    cfg["cohort"]["csv"] = str(tmp_path / "four.csv")
+    cfg["model"].update(folds=2, repeats=1, permutations=0, bootstrap=0)
+    cfg["radiomics"] = {"settings": str(REPO / "examples" / "sts-pet-radiomics.yaml"), "deep_features": True}
+    cfg.pop("output")
+    p = tmp_path / "deep.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    res = run_mod.run_pipeline(load_config(p, data_dir=sts_dir, out_dir=tmp_path / "run", workers=1), progress=False)
+    assert (res.n_ok, res.n_failed) == (4, 0)
+    df = read_features(tmp_path / "run").set_index("case_id")
+    deep_cols = sorted(c for c in df.columns if c.startswith("deep_"))
+    assert len(deep_cols) == 64 and deep_cols[0] == "deep_sts_pet_simclr_000"
+    assert "stat_max" in df.columns  # the IBSI family is still there
+    row = subset.iloc[0]
+    pet = read_image(sts_dir / row["pet_image"])
+    gtv = read_mask(sts_dir / row["pet_rtstruct"], reference=pet, roi="GTV_Mass_PET")
+    direct = deep_features(pet, gtv)
+    got = df.loc[row["patient_id"], deep_cols].to_numpy(dtype=float)
+    np.testing.assert_allclose(got, [direct[c] for c in deep_cols], rtol=1e-5, atol=1e-6)
+    assert np.std(df[deep_cols].to_numpy(dtype=float), axis=0).max() > 0  # patients differ

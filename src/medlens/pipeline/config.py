@@ -25,6 +25,8 @@ Example (every key shown; only ``cohort`` is required)::
       recipe: null                  # path to a preprocess recipe YAML, or the recipe itself
     radiomics:
       settings: null                # preset name, path to a settings YAML, or a mapping
+      deep_features: null           # true: add deep_* features of the shipped self-supervised PET encoder
+                                    # (medlens.learn.deep_features); or the path of another encoder checkpoint
     model:
       classifier: logistic          # logistic (L2) | random_forest
       folds: 5
@@ -53,6 +55,7 @@ Several modalities per case (one row per case, features and lineage prefixed by 
         roi: GTV_Mass_PET
         preprocess: null            # a recipe for this modality (default: preprocess.recipe)
         radiomics: null             # settings for this modality (default: radiomics.settings)
+        deep_features: null         # as radiomics.deep_features, for this modality (default: that value)
         required: true              # false: a case without this series gets empty columns for it
     model:
       variants: {}                  # name -> list of feature groups (modality names, or "radiomics" in a
@@ -92,6 +95,7 @@ MODALITY_SCHEMA: dict[str, Any] = {
     "roi": {"types": _OPT_STR, "default": None},
     "preprocess": {"types": (str, dict, type(None)), "default": None},
     "radiomics": {"types": (str, dict, type(None)), "default": None},
+    "deep_features": {"types": (bool, str, type(None)), "default": None},
     "required": {"types": _BOOL, "default": True},
 }
 _MODALITY_NAME = re.compile(r"^[a-z][a-z0-9]*$")
@@ -124,7 +128,12 @@ SCHEMA: dict[str, Any] = {
         }
     },
     "preprocess": {"schema": {"recipe": {"types": (str, dict, type(None)), "default": None}}},
-    "radiomics": {"schema": {"settings": {"types": (str, dict, type(None)), "default": None}}},
+    "radiomics": {
+        "schema": {
+            "settings": {"types": (str, dict, type(None)), "default": None},
+            "deep_features": {"types": (bool, str, type(None)), "default": None},
+        }
+    },
     "model": {
         "schema": {
             "classifier": {"types": _STR, "choices": ("logistic", "random_forest"), "default": "logistic"},

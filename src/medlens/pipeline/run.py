@@ -116,6 +116,7 @@ def _one_image(
     case_id: str,
     timings: dict[str, float],
     label: str = "",
+    deep: bool | str | None = None,
 ) -> dict[str, Any]:
     """Read, preprocess, mask and extract one image of a case; returns features, lineage, qa, facts, thumbnail."""
     import hashlib
@@ -155,6 +156,11 @@ def _one_image(
 
     t = time.perf_counter()
     feats = {str(k): float(v) for k, v in extract(image, mask, radiomics).items()}
+    if deep:
+        from medlens.learn.deep_features import deep_features
+
+        ckpt = None if deep is True else Path(base_dir) / str(deep)
+        feats.update(deep_features(image, mask, checkpoint=ckpt))
     add("features", t)
     sops = sorted(image.meta.sop_instance_uids)
     return {
@@ -223,6 +229,7 @@ def process_case(case: dict[str, Any], settings: dict[str, Any], key: str, cases
                 roi_pattern=settings["mask"]["roi"],
                 recipe=settings["preprocess"]["recipe"],
                 radiomics=settings["radiomics"]["settings"],
+                deep=settings["radiomics"].get("deep_features"),
                 base_dir=base_dir,
                 case_id=c.case_id,
                 timings=timings,
@@ -255,6 +262,9 @@ def process_case(case: dict[str, Any], settings: dict[str, Any], key: str, cases
                     roi_pattern=spec["roi"],
                     recipe=spec["preprocess"] if spec["preprocess"] is not None else settings["preprocess"]["recipe"],
                     radiomics=spec["radiomics"] if spec["radiomics"] is not None else settings["radiomics"]["settings"],
+                    deep=spec["deep_features"]
+                    if spec.get("deep_features") is not None
+                    else settings["radiomics"].get("deep_features"),
                     base_dir=base_dir,
                     case_id=c.case_id,
                     timings=timings,
