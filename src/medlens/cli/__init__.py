@@ -34,6 +34,7 @@ _COMMAND_MODULES = [
     "medlens.cli.radiomics_commands",
     "medlens.cli.segment_commands",
     "medlens.cli.data_commands",
+    "medlens.cli.fl_commands",
 ]
 
 
