@@ -290,9 +290,9 @@ def test_real_site_processes_survive_a_killed_site_that_rejoins(small_sites: Pat
     cfg = load_fl_config(
         _write_config(
             small_sites,
-            rounds=5,
-            round_timeout_s=20,
-            wait_for_sites_s=60,
+            rounds=3,
+            round_timeout_s=90,  # a SuperNode starts one ClientApp process per message (~10 s here)
+            wait_for_sites_s=120,
             server={"host": "127.0.0.1", "port": port},
             output={"dir": str(out)},
         )
@@ -300,7 +300,7 @@ def test_real_site_processes_survive_a_killed_site_that_rejoins(small_sites: Pat
     home = tmp_path / "flwr"
     os.environ["FLWR_HOME"] = str(home)
     result: dict = {}
-    server = threading.Thread(target=lambda: result.update(serve(cfg, log=lambda s: None, timeout_s=400)))
+    server = threading.Thread(target=lambda: result.update(serve(cfg, log=lambda s: None, timeout_s=900)))
     server.start()
     procs: dict[str, subprocess.Popen] = {}
 
@@ -320,16 +320,16 @@ def test_real_site_processes_survive_a_killed_site_that_rejoins(small_sites: Pat
         time.sleep(3)
         for i in (1, 2, 3):
             start(i)
-        deadline = time.monotonic() + 300
-        while len(_audit_rounds(out / "audit.jsonl")) < 2 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 600
+        while len(_audit_rounds(out / "audit.jsonl")) < 1 and time.monotonic() < deadline:
             time.sleep(0.5)
         os.killpg(procs["site3"].pid, signal.SIGKILL)  # the site dies: no goodbye
         procs["site3"].wait()
         killed_at = len(_audit_rounds(out / "audit.jsonl"))
-        while len(_audit_rounds(out / "audit.jsonl")) < killed_at + 3 and time.monotonic() < deadline:
+        while len(_audit_rounds(out / "audit.jsonl")) < killed_at + 1 and time.monotonic() < deadline:
             time.sleep(0.5)
         start(3)  # it comes back
-        server.join(400)
+        server.join(900)
     finally:
         for p in procs.values():
             if p.poll() is None:
