@@ -261,6 +261,8 @@ def run_site(command: list[str], *, flwr_home: Path) -> int:
     """Run a SuperNode in the foreground until it exits (Ctrl-C stops it)."""
     flwr_home.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(command, env=_env(flwr_home))
+    # a stopped site command stops its SuperNode too (no orphaned node keeping its port)
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
     try:
         return proc.wait()
     except KeyboardInterrupt:
