@@ -37,6 +37,7 @@ _COMMAND_MODULES = [
     "medlens.cli.clinical_commands",
     "medlens.cli.serve_commands",
     "medlens.cli.learn_commands",
+    "medlens.cli.fl_commands",
 ]
 
 
