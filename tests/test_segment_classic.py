@@ -163,13 +163,16 @@ def test_segment_classic_region_grow_property(seed_values, tol, idx):
     a = np.random.default_rng(seed_values).integers(0, 6, (6, 8, 8)).astype(np.float32)
     img = Image.from_array(a, spacing=(2.0, 1.0, 0.5))
     m = c.region_grow(img, seed_index=idx, tolerance=tol, max_fraction=1.0).array
-    v = a[idx]
+    v = float(a[idx])
+    # distances in float64, as the method's range [v - tol, v + tol]; in float32 a tol just below an integer
+    # distance (1.9999999999999996) would round up to it
+    dist = np.abs(a.astype(np.float64) - v)
     assert m[idx]  # holds the seed
-    assert np.all(np.abs(a[m] - v) <= tol)  # never leaves the tolerance range
+    assert np.all(dist[m] <= tol)  # never leaves the tolerance range
     assert ndimage.label(m)[1] == 1  # one face-connected component
     # maximal: no in-range voxel touching the region was left out
     ring = ndimage.binary_dilation(m) & ~m
-    assert not np.any(ring & (np.abs(a - v) <= tol))
+    assert not np.any(ring & (dist <= tol))
 
 
 def test_segment_classic_import_does_not_load_torch():
