@@ -88,7 +88,7 @@ def test_checkpoint_for_another_architecture_is_refused(tmp_path):
     doc["architecture"]["unet"]["channels"] = [16, 32, 64, 128]
     pt.with_suffix(".json").write_text(json.dumps(doc))
     with pytest.raises(
-        InputError, match=r"wrong\.pt: the checkpoint does not fit .* has shape \(8, 1, 3, 3\) in the file"
+        InputError, match=r"wrong\.pt: the checkpoint does not fit .* has shape \(8, 1, 3, 3\) in the checkpoint"
     ):
         encoders.load_checkpoint(pt)
     # a changed file no longer matches its hash

@@ -264,27 +264,15 @@ def load_checkpoint(
 
 def check_state(state: Mapping[str, Any], net: Any, *, path: Path, arch: Mapping[str, Any], partial: bool) -> None:
     """Raise :class:`InputError` when ``state`` does not fit ``net`` (``partial``: missing layers allowed)."""
-    own = net.state_dict()
-    missing = [] if partial else [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [
-        (k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape
-    ]
-    if not (missing or unexpected or wrong):
-        return
-    detail = []
-    if wrong:
-        k, got, exp = wrong[0]
-        detail.append(f"layer {k} has shape {got} in the file but {exp} in the architecture")
-    if missing:
-        detail.append(f"{len(missing)} layers missing from the file (first: {missing[0]})")
-    if unexpected:
-        detail.append(f"{len(unexpected)} unexpected layers in the file (first: {unexpected[0]})")
-    raise InputError(
-        f"{path}: the checkpoint does not fit the architecture {dict(arch)}: "
-        + "; ".join(detail)
-        + ". It was saved for another architecture; use the JSON saved with it"
-    )
+    from medlens.segment.unet.model import state_mismatch
+
+    detail = state_mismatch(net.state_dict(), state, partial=partial)
+    if detail:
+        raise InputError(
+            f"{path}: the checkpoint does not fit the architecture {dict(arch)}: "
+            + "; ".join(detail)
+            + ". It was saved for another architecture; use the JSON saved with it"
+        )
 
 
 def check_input(image: Image, input_spec: Mapping[str, Any], *, path: str | os.PathLike[str] = "") -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,27 @@ def load_config(folder: str | os.PathLike[str]) -> tuple[UNetConfig, dict[str, A
     return UNetConfig.from_dict(doc["config"]), dict(doc.get("info", {}))
 
 
+def state_mismatch(own: Mapping[str, Any], state: Mapping[str, Any], *, partial: bool = False) -> list[str]:
+    """How a checkpoint's tensors ``state`` differ from a network's own ``state_dict`` (empty when they fit).
+
+    ``partial``: layers of the network missing from the checkpoint are allowed (e.g. an encoder only).
+    """
+    missing = [] if partial else [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        (k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape
+    ]
+    detail = []
+    if wrong:
+        k, got, exp = wrong[0]
+        detail.append(f"layer {k} has shape {got} in the checkpoint but {exp} in the architecture")
+    if missing:
+        detail.append(f"{len(missing)} layers missing from the checkpoint (first: {missing[0]})")
+    if unexpected:
+        detail.append(f"{len(unexpected)} unexpected layers in the checkpoint (first: {unexpected[0]})")
+    return detail
+
+
 def load_model(folder: str | os.PathLike[str], *, config: UNetConfig | None = None) -> tuple[Any, UNetConfig]:
     """Build the network of ``config`` (default: the folder's ``model.json``) and load ``model.pt`` into it.
 
@@ -160,21 +181,8 @@ def load_model(folder: str | os.PathLike[str], *, config: UNetConfig | None = No
     except Exception as exc:
         raise FormatError(f"{ck}: not a readable PyTorch checkpoint ({exc})") from exc
     net = build_unet(cfg)
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [
-        (k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong:
-        detail = []
-        if wrong:
-            k, got, exp = wrong[0]
-            detail.append(f"layer {k} has shape {got} in the checkpoint but {exp} in the architecture")
-        if missing:
-            detail.append(f"{len(missing)} layers missing from the checkpoint (first: {missing[0]})")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected layers (first: {unexpected[0]})")
+    detail = state_mismatch(net.state_dict(), state)
+    if detail:
         raise InputError(
             f"{ck}: the checkpoint does not match the requested architecture (spatial_dims={cfg.spatial_dims}, "
             f"channels={list(cfg.channels)}): " + "; ".join(detail) + ". Use the model.json saved with it"
