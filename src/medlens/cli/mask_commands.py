@@ -7,14 +7,13 @@ from typing import Annotated
 
 import typer
 
-_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-
 
 def _output_format(out: Path, fmt: str | None) -> str:
     from medlens.core.errors import InputError
+    from medlens.io._formats import VOLUME_SUFFIXES, volume_suffix
 
     name = out.name.lower()
-    is_volume = any(name.endswith(s) for s in _VOLUME_SUFFIXES)
+    is_volume = volume_suffix(out) is not None
     if fmt is None:
         if is_volume:
             return "nifti"
@@ -28,7 +27,7 @@ def _output_format(out: Path, fmt: str | None) -> str:
     if fmt not in ("nifti", "seg"):
         raise InputError(f"--format must be 'nifti' or 'seg', got {fmt!r}")
     if fmt == "nifti" and not is_volume:
-        raise InputError(f"--format nifti needs --out ending in one of {', '.join(_VOLUME_SUFFIXES)}; got {out.name}")
+        raise InputError(f"--format nifti needs --out ending in one of {', '.join(VOLUME_SUFFIXES)}; got {out.name}")
     return fmt
 
 
