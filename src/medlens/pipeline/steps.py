@@ -13,14 +13,7 @@ from typing import Any
 
 from medlens.core.image import Image, Units
 
-__all__ = ["dicom_files", "header_facts", "make_mask", "preprocess", "rtstruct_roi_names"]
-
-
-def dicom_files(path: str | os.PathLike[str]) -> list[Path]:
-    """DICOM files under ``path`` (a file or a folder searched recursively), sorted by name."""
-    from medlens.io.dicom.files import list_files
-
-    return list_files(path)
+__all__ = ["header_facts", "make_mask", "preprocess", "rtstruct_roi_names"]
 
 
 def header_facts(image: Image) -> dict[str, Any]:
