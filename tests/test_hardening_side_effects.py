@@ -42,7 +42,7 @@ def test_kernels_cached_in_user_dir_not_next_to_module(monkeypatch: pytest.Monke
     from medlens.radiomics._jit import njit
 
     # the shipped kernels: their cache folder is not inside the installed package
-    disp = _kernels.__dict__[next(k for k, v in vars(_kernels).items() if hasattr(v, "_cache") and k[0] != "_")]
+    disp = _kernels.mvee_weights.jit_dispatcher()
     cache_path = Path(disp._cache.cache_path).resolve()
     assert PKG_DIR not in cache_path.parents
     # a kernel compiled now lands in $XDG_CACHE_HOME/medlens/numba and nothing is written beside its module

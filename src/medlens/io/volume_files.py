@@ -230,10 +230,75 @@ _NRRD_SPACES = {
 }
 
 
+# NRRD "type" field -> numpy dtype (the NRRD 5 spelling variants)
+_NRRD_TYPES = {
+    **dict.fromkeys(("signed char", "int8", "int8_t"), "i1"),
+    **dict.fromkeys(("uchar", "unsigned char", "uint8", "uint8_t"), "u1"),
+    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t"), "i2"),
+    **dict.fromkeys(("ushort", "unsigned short", "unsigned short int", "uint16", "uint16_t"), "u2"),
+    **dict.fromkeys(("int", "signed int", "int32", "int32_t"), "i4"),
+    **dict.fromkeys(("uint", "unsigned int", "uint32", "uint32_t"), "u4"),
+    **dict.fromkeys(
+        ("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64", "int64_t"),
+        "i8",
+    ),
+    **dict.fromkeys(
+        ("ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t"),
+        "u8",
+    ),
+    "float": "f4",
+    "double": "f8",
+}
+
+
+def _nrrd_data_fast(header: dict[str, Any], fh: Any) -> np.ndarray | None:
+    """Voxels of an attached raw/gzip NRRD in (z, y, x) C order, decompressed in one call (None: not this case).
+
+    pynrrd decompresses in chunks into a growing buffer and the C-order array is then copied; here the
+    decompressed bytes are the array (read-only, no copy), which matters on large CT volumes.
+    """
+    import zlib
+
+    if any(k in header for k in ("data file", "datafile", "line skip", "lineskip", "byte skip", "byteskip")):
+        return None
+    enc = str(header.get("encoding", "")).lower()
+    code = _NRRD_TYPES.get(str(header.get("type", "")).lower())
+    sizes = [int(v) for v in header.get("sizes", [])]
+    if enc not in ("raw", "gzip", "gz") or code is None or not sizes:
+        return None
+    dtype = np.dtype(code)
+    if dtype.itemsize > 1:
+        endian = str(header.get("endian", "")).lower()
+        if endian not in ("little", "big"):
+            return None
+        dtype = dtype.newbyteorder("<" if endian == "little" else ">")
+    count = int(np.prod(sizes))
+    payload = fh.read()
+    if enc != "raw":
+        try:
+            payload = zlib.decompress(payload, 16 + zlib.MAX_WBITS)
+        except zlib.error:
+            return None  # e.g. a multi-member gzip stream: let pynrrd handle it
+    if len(payload) != count * dtype.itemsize:
+        return None
+    data = np.frombuffer(payload, dtype=dtype, count=count).reshape(sizes[::-1])
+    if not dtype.isnative:
+        data = data.astype(dtype.newbyteorder("="))
+        data.flags.writeable = False
+    return data
+
+
 def _read_nrrd(path: Path) -> Image:
     nrrd = _require("nrrd")
     try:
-        data, header = nrrd.read(str(path), index_order="C")
+        with open(path, "rb") as fh:
+            header = nrrd.read_header(fh)
+            data = _nrrd_data_fast(header, fh)
+            if data is None:
+                fh.seek(0)
+                data, header = nrrd.read(str(path), index_order="C")
+                data = np.ascontiguousarray(data)
+                data.flags.writeable = False  # our own array: the Image keeps it without another copy
     except Exception as exc:
         raise FormatError(f"{path}: cannot read as NRRD ({type(exc).__name__}: {exc})") from exc
     data = np.asarray(data)
@@ -290,7 +355,7 @@ def _read_nrrd(path: Path) -> Image:
         normal = np.cross(d_xyz[:, 0], d_xyz[:, 1])
         n = np.linalg.norm(normal)
         aff[:3, 2] = normal / n if n > 0 else (0.0, 0.0, 1.0)
-    return Image(np.ascontiguousarray(data), aff, _meta_for(path))
+    return Image(data, aff, _meta_for(path))
 
 
 def _metaimage_keys(path: Path) -> set[str]:

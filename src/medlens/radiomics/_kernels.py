@@ -10,7 +10,16 @@ import numpy as np
 
 from medlens.radiomics._jit import njit
 
-__all__ = ["face_flush_boxes", "mvee_weights", "spectral_forms"]
+__all__ = [
+    "face_flush_boxes",
+    "lattice_hull",
+    "mask_moments",
+    "max_sq_distance",
+    "mvee_weights",
+    "plane_extremes",
+    "spectral_forms",
+    "sphere_means",
+]
 
 
 @njit
@@ -43,6 +52,47 @@ def spectral_forms(kernel_octant: np.ndarray, fa: np.ndarray, fb: np.ndarray, n0
 
 
 @njit
+def _invert(x: np.ndarray, g: np.ndarray) -> bool:
+    """``g = x^-1`` for a small square matrix by Gauss-Jordan elimination with partial pivoting.
+
+    Returns False (``g`` undefined) when ``|det x| <= 1e-300``. Written out instead of ``np.linalg.inv`` so
+    that the compiled code needs no LAPACK (numba takes LAPACK from scipy, a ~0.3 s import in a fresh process).
+    ``x`` is overwritten.
+    """
+    p = x.shape[0]
+    for r in range(p):
+        for c in range(p):
+            g[r, c] = 1.0 if r == c else 0.0
+    det = 1.0
+    for col in range(p):
+        piv = col
+        for r in range(col + 1, p):
+            if abs(x[r, col]) > abs(x[piv, col]):
+                piv = r
+        if piv != col:
+            det = -det
+            for c in range(p):
+                x[col, c], x[piv, c] = x[piv, c], x[col, c]
+                g[col, c], g[piv, c] = g[piv, c], g[col, c]
+        d = x[col, col]
+        det *= d
+        if d == 0.0:
+            return False
+        inv_d = 1.0 / d
+        for c in range(p):
+            x[col, c] *= inv_d
+            g[col, c] *= inv_d
+        for r in range(p):
+            if r != col:
+                f = x[r, col]
+                if f != 0.0:
+                    for c in range(p):
+                        x[r, c] -= f * x[col, c]
+                        g[r, c] -= f * g[col, c]
+    return abs(det) > 1e-300
+
+
+@njit
 def _mvee_exact(q: np.ndarray, u: np.ndarray, g: np.ndarray, m: np.ndarray) -> bool:
     """``g = X^-1`` and ``m_i = q_i^T g q_i`` for ``X = sum u_i q_i q_i^T``, from scratch; False if singular."""
     n, p = q.shape
@@ -58,9 +108,8 @@ def _mvee_exact(q: np.ndarray, u: np.ndarray, g: np.ndarray, m: np.ndarray) -> b
     for r in range(p):
         for c in range(r):
             x[r, c] = x[c, r]
-    if not abs(np.linalg.det(x)) > 1e-300:
+    if not _invert(x, g):
         return False
-    g[:, :] = np.linalg.inv(x)
     for i in range(n):
         s = 0.0
         for r in range(p):
@@ -347,3 +396,297 @@ def sphere_means(image: np.ndarray, mask: np.ndarray, half_x: np.ndarray) -> np.
                 out[k] = total / count
                 k += 1
     return out
+
+
+@njit
+def _parallel(ax: int, ay: int, az: int, bx: int, by: int, bz: int) -> bool:
+    return ay * bz - az * by == 0 and az * bx - ax * bz == 0 and ax * by - ay * bx == 0
+
+
+@njit
+def lattice_hull(pts: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Convex hull of integer points, with exact integer predicates (incremental, beneath-beyond).
+
+    Parameters
+    ----------
+    pts
+        (n, 3) int64 points; coordinates of magnitude below ~2**20 (so every predicate fits in int64).
+    order
+        (n,) int64 insertion order (a random permutation gives the expected O(n log n) behaviour).
+
+    Returns
+    -------
+    tuple
+        ``(faces, corner, status)``: ``faces`` (m, 3) int64 triangles, counter-clockwise seen from outside
+        (so ``(b - a) x (c - a)`` is the outward normal), a triangulation of the hull surface in which
+        coplanar triangles may share a facet and a vertex may lie inside a facet or an edge; ``corner`` (n,)
+        bool marks the extreme points (vertices where three non-parallel face planes meet, i.e. the vertices
+        Qhull reports); ``status`` 0 = hull verified exactly (every point on or inside every face plane, a
+        closed triangulated sphere), 1 = all points coplanar (no 3D hull), 2 = the verification failed.
+
+    Notes
+    -----
+    A point is inserted when some face sees it strictly (``n . p > d``); then every face with ``n . p >= d``
+    is removed, coplanar ones included, so the horizon never contains an edge collinear with the point and
+    every new triangle has non-zero area.
+    """
+    n = pts.shape[0]
+    corner = np.zeros(n, np.bool_)
+    empty = np.zeros((0, 3), np.int64)
+    if n < 4:
+        return empty, corner, 1
+    # initial tetrahedron: lexicographic minimum, farthest point, farthest from the line, farthest from the plane
+    i0 = 0
+    for i in range(1, n):
+        if (pts[i, 0], pts[i, 1], pts[i, 2]) < (pts[i0, 0], pts[i0, 1], pts[i0, 2]):
+            i0 = i
+    x0, y0, z0 = pts[i0, 0], pts[i0, 1], pts[i0, 2]
+    i1 = -1
+    best = 0
+    for i in range(n):
+        dx, dy, dz = pts[i, 0] - x0, pts[i, 1] - y0, pts[i, 2] - z0
+        d = dx * dx + dy * dy + dz * dz
+        if d > best:
+            best, i1 = d, i
+    if i1 < 0:
+        return empty, corner, 1
+    ux, uy, uz = pts[i1, 0] - x0, pts[i1, 1] - y0, pts[i1, 2] - z0
+    i2 = -1
+    best = 0
+    for i in range(n):
+        vx, vy, vz = pts[i, 0] - x0, pts[i, 1] - y0, pts[i, 2] - z0
+        cx, cy, cz = uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
+        d = cx * cx + cy * cy + cz * cz
+        if d > best:
+            best, i2 = d, i
+    if i2 < 0:
+        return empty, corner, 1
+    vx, vy, vz = pts[i2, 0] - x0, pts[i2, 1] - y0, pts[i2, 2] - z0
+    nx, ny, nz = uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
+    i3 = -1
+    best = 0
+    for i in range(n):
+        d = abs(nx * (pts[i, 0] - x0) + ny * (pts[i, 1] - y0) + nz * (pts[i, 2] - z0))
+        if d > best:
+            best, i3 = d, i
+    if i3 < 0:
+        return empty, corner, 1
+
+    cap = 8 * n + 16
+    fv = np.empty((cap, 3), np.int64)
+    fn = np.empty((cap, 3), np.int64)
+    fd = np.empty(cap, np.int64)
+    alive = np.zeros(cap, np.bool_)
+    nf = 0
+    tet = (i0, i1, i2, i3)
+    for q in range(4):
+        a, b, c = tet[(q + 1) % 4], tet[(q + 2) % 4], tet[(q + 3) % 4]
+        w = tet[q]
+        ex, ey, ez = pts[b, 0] - pts[a, 0], pts[b, 1] - pts[a, 1], pts[b, 2] - pts[a, 2]
+        gx, gy, gz = pts[c, 0] - pts[a, 0], pts[c, 1] - pts[a, 1], pts[c, 2] - pts[a, 2]
+        mx, my, mz = ey * gz - ez * gy, ez * gx - ex * gz, ex * gy - ey * gx
+        if mx * (pts[w, 0] - pts[a, 0]) + my * (pts[w, 1] - pts[a, 1]) + mz * (pts[w, 2] - pts[a, 2]) > 0:
+            b, c = c, b  # orient so that the fourth point is beneath
+            mx, my, mz = -mx, -my, -mz
+        fv[nf, 0], fv[nf, 1], fv[nf, 2] = a, b, c
+        fn[nf, 0], fn[nf, 1], fn[nf, 2] = mx, my, mz
+        fd[nf] = mx * pts[a, 0] + my * pts[a, 1] + mz * pts[a, 2]
+        alive[nf] = True
+        nf += 1
+
+    vis = np.empty(cap, np.int64)
+    n_alive = 4
+    for t in range(n):
+        p = order[t]
+        if p == i0 or p == i1 or p == i2 or p == i3:
+            continue
+        px, py, pz = pts[p, 0], pts[p, 1], pts[p, 2]
+        strict = False
+        nv = 0
+        for f in range(nf):
+            if alive[f]:
+                val = fn[f, 0] * px + fn[f, 1] * py + fn[f, 2] * pz - fd[f]
+                if val >= 0:
+                    if val > 0:
+                        strict = True
+                    vis[nv] = f
+                    nv += 1
+        if not strict:
+            continue  # inside the hull or on its surface
+        ne = 3 * nv
+        keys = np.empty(ne, np.int64)
+        for j in range(nv):
+            f = vis[j]
+            a, b, c = fv[f, 0], fv[f, 1], fv[f, 2]
+            keys[3 * j] = a * n + b
+            keys[3 * j + 1] = b * n + c
+            keys[3 * j + 2] = c * n + a
+            alive[f] = False
+        n_alive -= nv
+        sk = np.sort(keys)
+        if nf + ne > cap:  # compact the dead faces away, then grow if still short
+            m = 0
+            for f in range(nf):
+                if alive[f]:
+                    fv[m], fn[m], fd[m] = fv[f], fn[f], fd[f]
+                    alive[m] = True
+                    m += 1
+            alive[m:nf] = False
+            nf = m
+            if nf + ne > cap:
+                cap = 2 * (nf + ne)
+                fv2 = np.empty((cap, 3), np.int64)
+                fn2 = np.empty((cap, 3), np.int64)
+                fd2 = np.empty(cap, np.int64)
+                alive2 = np.zeros(cap, np.bool_)
+                fv2[:nf], fn2[:nf], fd2[:nf], alive2[:nf] = fv[:nf], fn[:nf], fd[:nf], alive[:nf]
+                fv, fn, fd, alive = fv2, fn2, fd2, alive2
+                vis = np.empty(cap, np.int64)
+        for e in range(ne):
+            a = keys[e] // n
+            b = keys[e] % n
+            rev = b * n + a
+            pos = np.searchsorted(sk, rev)
+            if pos < ne and sk[pos] == rev:
+                continue  # an edge between two removed faces
+            ex, ey, ez = pts[b, 0] - pts[a, 0], pts[b, 1] - pts[a, 1], pts[b, 2] - pts[a, 2]
+            gx, gy, gz = px - pts[a, 0], py - pts[a, 1], pz - pts[a, 2]
+            mx, my, mz = ey * gz - ez * gy, ez * gx - ex * gz, ex * gy - ey * gx
+            fv[nf, 0], fv[nf, 1], fv[nf, 2] = a, b, p
+            fn[nf, 0], fn[nf, 1], fn[nf, 2] = mx, my, mz
+            fd[nf] = mx * pts[a, 0] + my * pts[a, 1] + mz * pts[a, 2]
+            alive[nf] = True
+            nf += 1
+            n_alive += 1
+
+    faces = np.empty((n_alive, 3), np.int64)
+    normals = np.empty((n_alive, 3), np.int64)
+    m = 0
+    for f in range(nf):
+        if alive[f]:
+            faces[m] = fv[f]
+            normals[m] = fn[f]
+            m += 1
+    # exact verification: non-degenerate faces, every point beneath or on every face plane, a closed surface
+    # with Euler characteristic 2
+    used = np.zeros(n, np.bool_)
+    for f in range(m):
+        if normals[f, 0] == 0 and normals[f, 1] == 0 and normals[f, 2] == 0:
+            return faces, corner, 2
+        a = faces[f, 0]
+        d = normals[f, 0] * pts[a, 0] + normals[f, 1] * pts[a, 1] + normals[f, 2] * pts[a, 2]
+        for i in range(n):
+            if normals[f, 0] * pts[i, 0] + normals[f, 1] * pts[i, 1] + normals[f, 2] * pts[i, 2] > d:
+                return faces, corner, 2
+        for k in range(3):
+            used[faces[f, k]] = True
+    keys = np.empty(3 * m, np.int64)
+    for f in range(m):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        keys[3 * f], keys[3 * f + 1], keys[3 * f + 2] = a * n + b, b * n + c, c * n + a
+    sk = np.sort(keys)
+    for e in range(3 * m):
+        if e > 0 and sk[e] == sk[e - 1]:
+            return faces, corner, 2
+        rev = (sk[e] % n) * n + sk[e] // n
+        pos = np.searchsorted(sk, rev)
+        if pos >= 3 * m or sk[pos] != rev:
+            return faces, corner, 2
+    if m != 2 * int(used.sum()) - 4:
+        return faces, corner, 2
+    # corners: three pairwise non-parallel face normals meet there
+    cnt = np.zeros(n, np.int64)
+    d1 = np.zeros((n, 3), np.int64)
+    d2 = np.zeros((n, 3), np.int64)
+    for f in range(m):
+        ax, ay, az = normals[f, 0], normals[f, 1], normals[f, 2]
+        for k in range(3):
+            v = faces[f, k]
+            if cnt[v] == 0:
+                d1[v, 0], d1[v, 1], d1[v, 2] = ax, ay, az
+                cnt[v] = 1
+            elif cnt[v] == 1:
+                if not _parallel(ax, ay, az, d1[v, 0], d1[v, 1], d1[v, 2]):
+                    d2[v, 0], d2[v, 1], d2[v, 2] = ax, ay, az
+                    cnt[v] = 2
+            elif cnt[v] == 2:
+                if not _parallel(ax, ay, az, d1[v, 0], d1[v, 1], d1[v, 2]) and not _parallel(
+                    ax, ay, az, d2[v, 0], d2[v, 1], d2[v, 2]
+                ):
+                    cnt[v] = 3
+    for v in range(n):
+        corner[v] = cnt[v] == 3
+    return faces, corner, 0
+
+
+@njit
+def max_sq_distance(points: np.ndarray) -> float:
+    """Largest squared Euclidean distance between two rows of ``points`` (n, 3) float64 (0 for n < 2)."""
+    n = points.shape[0]
+    best = 0.0
+    for i in range(n):
+        xi, yi, zi = points[i, 0], points[i, 1], points[i, 2]
+        for j in range(i + 1, n):
+            dx, dy, dz = points[j, 0] - xi, points[j, 1] - yi, points[j, 2] - zi
+            d = dx * dx + dy * dy + dz * dz
+            if d > best:
+                best = d
+    return best
+
+
+@njit
+def plane_extremes(pts: np.ndarray, axis: int) -> np.ndarray:
+    """Mask of the points that are vertices of the 2D convex hull of their own plane ``pts[:, axis] == const``.
+
+    ``pts`` (n, 3) int64, non-negative coordinates below 2**20. A point that is not extreme within its
+    plane is not an extreme point of the whole set either, so dropping it leaves the 3D hull unchanged;
+    collinear points on a hull edge are dropped too. Exact integer arithmetic (monotone chain per plane).
+    """
+    n = pts.shape[0]
+    keep = np.zeros(n, np.bool_)
+    if n == 0:
+        return keep
+    u_ax = 1 if axis == 0 else 0
+    v_ax = 1 if axis == 2 else 2
+    m = 1
+    for i in range(n):
+        for a in range(3):
+            if pts[i, a] + 1 > m:
+                m = pts[i, a] + 1
+    key = np.empty(n, np.int64)
+    for i in range(n):
+        key[i] = (pts[i, axis] * m + pts[i, u_ax]) * m + pts[i, v_ax]
+    order = np.argsort(key)
+    hull = np.empty(2 * n + 2, np.int64)
+    start = 0
+    while start < n:
+        stop = start + 1
+        plane = pts[order[start], axis]
+        while stop < n and pts[order[stop], axis] == plane:
+            stop += 1
+        cnt = stop - start
+        if cnt <= 2:
+            for t in range(start, stop):
+                keep[order[t]] = True
+        else:
+            h = 0
+            for sweep in range(2):  # lower chain left to right, then upper chain right to left
+                base = h
+                for t in range(cnt):
+                    i = order[start + t] if sweep == 0 else order[stop - 1 - t]
+                    while h >= base + 2:
+                        a = hull[h - 2]
+                        b = hull[h - 1]
+                        cross = (pts[b, u_ax] - pts[a, u_ax]) * (pts[i, v_ax] - pts[a, v_ax]) - (
+                            pts[b, v_ax] - pts[a, v_ax]
+                        ) * (pts[i, u_ax] - pts[a, u_ax])
+                        if cross > 0:
+                            break
+                        h -= 1
+                    hull[h] = i
+                    h += 1
+                h -= 1  # the last point of a chain starts the other one
+            for t in range(max(h, 1)):
+                keep[hull[t]] = True
+        start = stop
+    return keep

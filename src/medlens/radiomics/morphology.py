@@ -18,6 +18,7 @@ volume (exact minimal boxes need O'Rourke's algorithm); IBSI publishes no refere
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,7 +40,12 @@ def _div(a: float, b: float) -> float:
     return float(a / b) if b != 0 and np.isfinite(b) else math.nan
 
 
-def _mesh(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _mesh(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Marching-cubes mesh (level 0.5) of the zero-padded mask: vertices in mm, faces, vertices in crop index units.
+
+    The index-unit vertices lie on edge midpoints of the padded crop (multiples of 0.5), which the exact
+    convex hull (:func:`_convex_hull`) relies on; the mm vertices are those times the spacing plus the origin.
+    """
     from skimage.measure import marching_cubes
 
     idx = np.nonzero(mask)
@@ -47,15 +53,25 @@ def _mesh(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, np.
     hi = [int(i.max()) + 1 for i in idx]
     crop = mask[tuple(slice(a, b) for a, b in zip(lo, hi))]
     padded = np.pad(crop.astype(np.float64), 1)
-    verts, faces, _, _ = marching_cubes(padded, level=0.5, spacing=tuple(float(s) for s in spacing))
+    verts_idx, faces, _, _ = marching_cubes(padded, level=0.5)
+    # the same product marching_cubes forms when given the spacing, so the mm mesh is unchanged
+    verts = verts_idx * np.r_[tuple(float(s) for s in spacing)]
     verts = verts + (np.asarray(lo, np.float64) - 1.0) * np.asarray(spacing)
-    return verts, faces
+    return verts, faces, verts_idx
+
+
+def _legendre(nu: int, t: float) -> float:
+    """Legendre polynomial ``P_nu(t)`` by Bonnet's recurrence (any real ``t``; here ``t >= 1``)."""
+    p_prev, p = 1.0, t
+    if nu == 0:
+        return p_prev
+    for k in range(1, nu):
+        p_prev, p = p, ((2 * k + 1) * t * p - k * p_prev) / (k + 1)
+    return p
 
 
 def _ellipsoid_area(a: float, b: float, c: float) -> float:
     """Surface area of an ellipsoid with semi-axes ``a >= b >= c`` (Legendre series, 20 terms, IBSI)."""
-    from scipy.special import eval_legendre
-
     if a <= 0:
         return math.nan
     alpha = math.sqrt(max(0.0, 1.0 - (b / a) ** 2))
@@ -64,7 +80,7 @@ def _ellipsoid_area(a: float, b: float, c: float) -> float:
     t = (alpha**2 + beta**2) / (2.0 * ab)
     s = 0.0
     for nu in range(21):
-        s += ab**nu / (1.0 - 4.0 * nu**2) * float(eval_legendre(nu, t))
+        s += ab**nu / (1.0 - 4.0 * nu**2) * _legendre(nu, t)
     return 4.0 * math.pi * a * b * s
 
 
@@ -131,14 +147,101 @@ def _ombb(
     return best[1]
 
 
-def _max_distance(points: np.ndarray, chunk: int = 1024) -> float:
-    """Largest pairwise distance, in blocks so memory stays O(chunk * n)."""
-    from scipy.spatial.distance import cdist
+def _max_distance(points: np.ndarray) -> float:
+    """Largest pairwise distance (compiled O(n^2) loop over the hull vertices, no n x n matrix)."""
+    from medlens.radiomics._kernels import max_sq_distance
 
-    best = 0.0
-    for start in range(0, points.shape[0], chunk):
-        best = max(best, float(cdist(points[start : start + chunk], points, "sqeuclidean").max()))
-    return math.sqrt(best)
+    return math.sqrt(max_sq_distance(np.ascontiguousarray(points, dtype=np.float64)))
+
+
+@dataclass(frozen=True)
+class _Hull:
+    vertices: np.ndarray  # indices of the extreme points
+    simplices: np.ndarray  # (m, 3) triangles
+    normals: np.ndarray  # (m, 3) outward unit normals (mm space)
+    face_areas: np.ndarray  # (m,) mm^2
+    volume: float
+    area: float
+
+
+def _convex_hull(verts_mm: np.ndarray, verts_idx: np.ndarray) -> _Hull | None:
+    """Exact convex hull of the mesh, from its half-integer index coordinates (None: use Qhull instead).
+
+    The combinatorics come from :func:`medlens.radiomics._kernels.lattice_hull` on twice the index
+    coordinates (integers, exact predicates: no tolerance, no merging of facets); volume, area and normals
+    are then computed from the mm vertices. An anisotropic spacing is a positive diagonal scaling, which
+    maps the hull of the index points onto the hull of the mm points.
+    """
+    from medlens.radiomics._kernels import lattice_hull, plane_extremes
+
+    twice = np.asarray(verts_idx, dtype=np.float64) * 2.0
+    pts = np.rint(twice)
+    if pts.size == 0 or not np.array_equal(pts, twice) or float(np.abs(pts).max()) >= 2.0**20:
+        return None
+    pts = pts.astype(np.int64)
+    # An extreme point of the set is extreme within any subset holding it, in particular within its own
+    # axis-aligned plane: keep only the vertices of every plane's 2D hull, along each axis in turn.
+    keep = np.arange(pts.shape[0], dtype=np.int64)
+    for axis in (0, 1, 2):
+        keep = keep[plane_extremes(np.ascontiguousarray(pts[keep]), axis)]
+    sub = np.ascontiguousarray(pts[keep])
+    order = np.random.default_rng(0).permutation(sub.shape[0]).astype(np.int64)
+    faces, corner, status = lattice_hull(sub, order)
+    if status != 0:
+        return None
+    simplices = keep[faces]
+    tri = verts_mm[simplices]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    volume = abs(float(np.sum(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))))) / 6.0
+    length = np.linalg.norm(normals, axis=1)
+    area = float(np.sum(length)) / 2.0
+    return _Hull(np.sort(keep[corner]), simplices, normals / length[:, None], 0.5 * length, volume, area)
+
+
+def _qhull(verts: np.ndarray) -> _Hull | None:
+    """The same hull from Qhull (scipy), for meshes whose vertices are not on the half-voxel lattice."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        hull = ConvexHull(verts)
+    except QhullError:
+        return None
+    tri = verts[hull.simplices]
+    face_areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    return _Hull(
+        np.asarray(hull.vertices),
+        np.asarray(hull.simplices),
+        np.asarray(hull.equations[:, :3]),
+        face_areas,
+        float(hull.volume),
+        float(hull.area),
+    )
+
+
+def _next_even_5_smooth(n: int) -> int:
+    """Smallest even ``m >= n`` whose only prime factors are 2, 3 and 5 (a fast real-FFT length)."""
+    best = 0
+    p2 = 2
+    while p2 < 2 * n:
+        p3 = p2
+        while p3 < 2 * n:
+            m = p3
+            while m < n:
+                m *= 5
+            if best == 0 or m < best:
+                best = m
+            p3 *= 3
+        p2 *= 2
+    return best if best else 2
+
+
+def _dct1(x: np.ndarray, axis: int) -> np.ndarray:
+    """Unnormalised DCT-I along ``axis`` (``scipy.fft.dct(type=1)``), as the real FFT of the even extension."""
+    n = x.shape[axis]
+    if n < 2:
+        return x.copy()
+    inner = np.flip(np.take(x, np.arange(1, n - 1), axis=axis), axis=axis)
+    return np.ascontiguousarray(np.fft.rfft(np.concatenate([x, inner], axis=axis), axis=axis).real)
 
 
 def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[float, float]:
@@ -153,8 +256,6 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     spacing
         Voxel size ``(dz, dy, dx)`` in mm.
     """
-    from scipy import fft
-
     n = int(mask.sum())
     if n < 2:
         return math.nan, math.nan
@@ -171,9 +272,7 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     # kernel, and a real (not complex) spectrum, which halves its memory.
     lengths = []
     for s_ in shp:
-        n_fft = fft.next_fast_len(max(2 * s_ - 2, 2), real=True)
-        while n_fft % 2:
-            n_fft = fft.next_fast_len(n_fft + 1, real=True)
+        n_fft = _next_even_5_smooth(max(2 * s_ - 2, 2))
         lengths.append(n_fft)
     size = tuple(lengths)
     # Single precision halves time and memory; the sums below are accumulated in float64 and the
@@ -187,7 +286,9 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     np.sqrt(k, out=k)
     np.divide(np.float32(1.0), k, out=k)
     k[0, 0, 0] = 0.0  # no self-pair
-    kf_half = fft.dctn(octant, type=1)
+    kf_half = octant
+    for ax in range(3):
+        kf_half = _dct1(kf_half, ax)
     del octant, k
     # Only three sums over voxel pairs are needed, each a bilinear form <a, K * b> of ROI vectors. By
     # Parseval it equals sum_f K_f Re(conj(A_f) B_f) / L over the spectrum (K is real and even), so three
@@ -195,26 +296,35 @@ def moran_geary(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]
     # octant (frequencies f and L - f share a value) and accumulates in float64.
     from medlens.radiomics._kernels import spectral_forms
 
-    def spectrum(a: np.ndarray | None) -> np.ndarray:
+    # Work buffers shared by the three transforms: fresh pages are costly (a page fault per 4 KiB on first
+    # touch), and the two spectra that must coexist are the only full-size arrays.
+    box = np.empty(shp, np.float32)
+    lines_x = np.empty((shp[0], shp[1], size[2] // 2 + 1), np.complex64)
+    lines_y = np.empty((shp[0], size[1], size[2] // 2 + 1), np.complex64)
+
+    def spectrum(a: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
         """rfftn on the FFT grid of the ROI indicator (``a is None``) or of ROI values ``a`` (zero elsewhere).
 
         Axis by axis, transforming only the lines that can hold non-zero values (the box), with the
         zero padding implied by ``n``: about 60 % of the work of a transform of the padded array.
         """
-        box = np.zeros(shp, np.float32)
+        box.fill(0.0)
         box[msk] = 1.0 if a is None else a
-        spec = fft.rfft(box, n=size[2], axis=2)
-        del box
-        spec = fft.fft(spec, n=size[1], axis=1, overwrite_x=True)
-        return np.asarray(fft.fft(spec, n=size[0], axis=0, overwrite_x=True))
+        # (numpy's stubs type `out` as complex128; single precision is supported since numpy 2.0)
+        np.fft.rfft(box, n=size[2], axis=2, out=lines_x)  # type: ignore[arg-type]
+        np.fft.fft(lines_x, n=size[1], axis=1, out=lines_y)  # type: ignore[arg-type]
+        if out is None:
+            out = np.empty((size[0], size[1], size[2] // 2 + 1), np.complex64)
+        return np.fft.fft(lines_y, n=size[0], axis=0, out=out)
 
     y2 = yv**2
     f_ind = spectrum(None)
-    w_sum, sq = spectral_forms(kf_half, f_ind, spectrum(y2), size[0], size[1])
-    del f_ind
-    f_val = spectrum(yv)
+    f_y2 = spectrum(y2)
+    w_sum, sq = spectral_forms(kf_half, f_ind, f_y2, size[0], size[1])
+    del f_y2
+    f_val = spectrum(yv, out=f_ind)
     cross, _ = spectral_forms(kf_half, f_val, f_val, size[0], size[1])
-    del f_val
+    del f_val, f_ind
     norm = float(np.prod(size))
     w_sum, sq, cross = w_sum / norm, sq / norm, cross / norm
     ss = float(np.sum(y2))
@@ -230,13 +340,11 @@ def morphology_features(
     image: np.ndarray, morph_mask: np.ndarray, int_mask: np.ndarray, spacing_mm: tuple[float, ...]
 ) -> dict[str, float]:
     """All ``morph_*`` features (3D). NaN where a feature is undefined (e.g. PCA of one voxel)."""
-    from scipy.spatial import ConvexHull, QhullError
-
     out = {t: math.nan for t in MORPH_TAGS}
     if not morph_mask.any():
         return out
     sp = tuple(float(s) for s in spacing_mm)
-    verts, faces = _mesh(morph_mask, sp)
+    verts, faces, verts_idx = _mesh(morph_mask, sp)
     tri = verts[faces]
     cross = np.cross(tri[:, 1], tri[:, 2])
     vol = abs(float(np.sum(np.einsum("ij,ij->i", tri[:, 0], cross))) / 6.0)
@@ -286,18 +394,13 @@ def morphology_features(
     out["morph_vol_dens_aabb"] = _div(vol, float(np.prod(ext)))
     out["morph_area_dens_aabb"] = _div(area, 2.0 * float(ext[0] * ext[1] + ext[0] * ext[2] + ext[1] * ext[2]))
 
-    try:
-        hull = ConvexHull(verts)
-    except QhullError:
-        hull = None
+    hull = _convex_hull(verts, verts_idx) or _qhull(verts)
     if hull is not None:
         hv = verts[hull.vertices]
-        out["morph_vol_dens_conv_hull"] = _div(vol, float(hull.volume))
-        out["morph_area_dens_conv_hull"] = _div(area, float(hull.area))
+        out["morph_vol_dens_conv_hull"] = _div(vol, hull.volume)
+        out["morph_area_dens_conv_hull"] = _div(area, hull.area)
         out["morph_diam"] = _max_distance(hv)
-        tri_h = verts[hull.simplices]
-        face_areas = 0.5 * np.linalg.norm(np.cross(tri_h[:, 1] - tri_h[:, 0], tri_h[:, 2] - tri_h[:, 0]), axis=1)
-        obox = _ombb(hv, hull.equations[:, :3], face_areas)
+        obox = _ombb(hv, hull.normals, hull.face_areas)
         e = np.asarray(obox) if obox is not None else np.full(3, np.nan)
         out["morph_vol_dens_ombb"] = _div(vol, float(np.prod(e)))
         out["morph_area_dens_ombb"] = _div(area, 2.0 * float(e[0] * e[1] + e[0] * e[2] + e[1] * e[2]))

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["warm_up"]
+if TYPE_CHECKING:
+    from medlens.radiomics._aot import AotBuild
+
+__all__ = ["prepare_kernels", "warm_up"]
 
 
 def warm_up() -> float:
@@ -42,3 +46,27 @@ def warm_up() -> float:
             warnings.simplefilter("ignore")
             extract(image, mask, settings)
     return time.perf_counter() - t0
+
+
+def prepare_kernels(*, aot: bool = True) -> tuple[float, AotBuild | None]:
+    """Compile the kernels with numba (or load them from its cache), then build the ahead-of-time module.
+
+    The warm-up extraction runs through numba's JIT so that the signatures it compiles are exactly those of
+    a real extraction; :func:`medlens.radiomics._aot.build` then compiles those into the AOT module that
+    later processes load without importing numba.
+
+    Returns
+    -------
+    tuple
+        Seconds of the JIT warm-up, and the :class:`~medlens.radiomics._aot.AotBuild` (None when ``aot`` is
+        False).
+    """
+    from medlens.radiomics import _jit
+
+    with _jit.jit_only():
+        seconds = warm_up()
+    if not aot:
+        return seconds, None
+    from medlens.radiomics._aot import build
+
+    return seconds, build()
