@@ -173,21 +173,27 @@ print(json.dumps({"feats": {k: float(v) for k, v in feats.items()}, "stats": ker
 """
 
 
-@pytest.mark.slow
-def test_fresh_process_extraction_runs_on_aot_code_without_numba_or_scipy():
-    """After ``medlens warm-up``: every kernel call of an extraction is AOT, numba and scipy are never imported,
-    and every feature equals the JIT run's (``MEDLENS_AOT=0``)."""
+@pytest.fixture(scope="module")
+def aot_module() -> Path:
+    """The AOT module of this checkout (``.ci/run``'s warm-up built it; built here when a bare checkout lacks it)."""
     import shutil
 
     from medlens.radiomics import _aot
 
-    if not (_aot.aot_dir() / "manifest.json").is_file():  # .ci/run's warm-up built it; a bare checkout may not
+    if not (_aot.aot_dir() / "manifest.json").is_file():
         if shutil.which("cc") is None:
             pytest.skip("no C compiler (cc) to build the ahead-of-time kernels; .ci/run installs gcc")
         out = _run_child("from medlens.radiomics.warmup import prepare_kernels; print(prepare_kernels()[1])")
         assert "error=None" in out, out
+    return _aot.aot_dir()
+
+
+@pytest.mark.slow
+def test_fresh_process_extraction_runs_on_aot_code_without_numba_or_scipy(aot_module: Path):
+    """After ``medlens warm-up``: every kernel call of an extraction is AOT, numba and scipy are never imported,
+    and every feature equals the JIT run's (``MEDLENS_AOT=0``)."""
     aot = json.loads(_run_child(_EXTRACT))
-    assert aot["aot"].startswith(str(_aot.aot_dir())), aot["aot"]
+    assert aot["aot"].startswith(str(aot_module)), aot["aot"]
     assert aot["stats"] and all(jit == 0 for _, jit in aot["stats"].values()), aot["stats"]
     assert not aot["numba"] and not aot["scipy"]
     jit = json.loads(_run_child(_EXTRACT, MEDLENS_AOT="0"))
@@ -199,7 +205,7 @@ def test_fresh_process_extraction_runs_on_aot_code_without_numba_or_scipy():
 
 
 @pytest.mark.slow
-def test_aot_call_with_other_types_falls_back_to_the_jit():
+def test_aot_call_with_other_types_falls_back_to_the_jit(aot_module: Path):
     """float32 or Fortran-ordered points go to numba's JIT (the AOT code was built for C float64) and agree."""
     out = _run_child(
         """
