@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import types
 import warnings
 from collections.abc import Callable, Iterator
@@ -57,6 +58,7 @@ def aot_enabled() -> bool:
 
 
 _CACHE_CLASS: Any = None
+_LOCK = threading.Lock()
 
 
 def _cache_class() -> type | None:
@@ -151,7 +153,9 @@ class Kernel(Generic[F]):
     def jit_dispatcher(self) -> Any:
         """numba's dispatcher of this kernel (created with its module's other kernels on first use)."""
         if self._jit is None:
-            _materialise_module(self)
+            with _LOCK:  # threads of one process (a threaded Dask worker) share the dispatchers
+                if self._jit is None:
+                    _materialise_module(self)
         return self._jit
 
     @property
