@@ -79,9 +79,10 @@ def test_resume_refuses_a_checkpoint_of_another_architecture_or_privacy(tmp_path
         tmp_path,
         privacy={"mode": "local", "noise_multiplier": 1.0},
         unet={"architecture": {**TINY, "channels": [8, 16, 32]}},
+        wait_for_sites_s=1,
     )
-    with pytest.raises(InputError) as e:
-        Federation(_NoGrid(), other_arch, log=lambda s: None).run_unet()
+    with pytest.raises(InputError) as e:  # before waiting for sites (none would come: ProcessingError)
+        Federation(_NoGrid(), other_arch, log=lambda s: None).run()
     msg = str(e.value)
     assert str(p) in msg and "cannot resume" in msg
     assert "architecture.channels: [4, 8, 16] in the checkpoint vs [8, 16, 32] in the config" in msg

@@ -559,6 +559,10 @@ class Federation:
                 "medlens_version": medlens.__version__,
             },
         )
+        if self.cfg["task"] == "unet":  # refuse a checkpoint of another configuration before waiting for sites
+            from medlens.learn.federated.unet_task import resume_point
+
+            resume_point(self)
         self.admit_sites(wait=True)
         result = self.run_radiomics() if self.cfg["task"] == "radiomics" else self.run_unet()
         result.update(

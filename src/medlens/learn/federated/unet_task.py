@@ -174,6 +174,17 @@ def check_resumable(
 
 
 # ============================================================================ server
+def resume_point(fed: Federation) -> tuple[Path, dict[str, np.ndarray], dict[str, Any]] | None:
+    """The checkpoint a run resumes from (file, weights, metadata), None to start afresh; refuses a foreign one."""
+    folder = fed.out / "checkpoints" / "unet"
+    prev = last_checkpoint(folder) if (fed.cfg["resume"] and folder.is_dir()) else None
+    if prev is None:
+        return None
+    saved, meta = load_unet_checkpoint(prev)
+    check_resumable(prev, saved, meta, training_identity(fed.cfg))
+    return prev, saved, meta
+
+
 def run_unet(fed: Federation) -> dict[str, Any]:
     """The U-Net rounds of a federation (see the module docstring); returns the run's result mapping."""
     from medlens.learn.federated.training import unet_arrays
@@ -186,16 +197,15 @@ def run_unet(fed: Federation) -> dict[str, Any]:
     folder = fed.out / "checkpoints" / "unet"
     arrays, first = unet_arrays(ucfg, seed=int(cfg["seed"])), 1
     eps_sites: dict[str, float] = {}
-    prev = last_checkpoint(folder) if folder.is_dir() else None
-    if prev is not None and cfg["resume"]:
-        saved, meta = load_unet_checkpoint(prev)
-        check_resumable(prev, saved, meta, identity)
+    start = resume_point(fed)
+    if start is not None:
+        prev, saved, meta = start
         arrays = {k: saved[k].astype(arrays[k].dtype) for k in arrays}
         first = int(meta["round"]) + 1
         eps_sites = {k: float(v) for k, v in meta.get("epsilon_per_site", {}).items()}
         fed.log(f"resuming the U-Net from {prev} (round {meta['round']})")
         fed.audit.append(action="fl.resume", inputs={"checkpoint": str(prev)}, details={"round": meta["round"]})
-    elif prev is not None:
+    elif last_checkpoint(folder) is not None:
         fed.log(f"resume is off: starting afresh; the checkpoints in {folder} are overwritten round by round")
     entry: dict[str, Any] = {}
     evals: list[dict[str, Any]] = []
