@@ -47,6 +47,34 @@ def _config(sites: Path, out: Path, *, rounds: int, noise: str, mu: float) -> di
     }
 
 
+def threshold_free(run_dir: Path, sites: Path, *, holdout: int = 3, seed: int = 0) -> dict:
+    """Voxel AUC (GTV vs the rest) and soft Dice of a run's final model on the sites' held-out patients.
+
+    The same test patients as the federated evaluation (:class:`UNetSite`, same ``holdout`` and
+    ``seed``); computed here from ``<run>/model`` because a Dice at the 0.5 threshold hides a model whose
+    probabilities are ranked right but stay below the threshold.
+    """
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from medlens.learn.federated.site import UNetSite
+    from medlens.segment.unet import load_model, predict_probability
+
+    net, cfg = load_model(run_dir / "model")
+    probs, truth = [], []
+    for n in sorted(p.name for p in sites.iterdir() if p.is_dir()):
+        for c in UNetSite(sites / n, run_dir / "site-work" / n, holdout=holdout, seed=seed).test_cases:
+            probs.append(predict_probability(c.image, net, cfg).ravel())
+            truth.append(np.asarray(c.mask.array, bool).ravel())
+    p, g = np.concatenate(probs), np.concatenate(truth)
+    return {
+        "voxel_auc": float(roc_auc_score(g, p)),
+        "soft_dice": float(2 * (p * g).sum() / (p.sum() + g.sum())),
+        "mean_p_in_gtv": float(p[g].mean()),
+        "mean_p_outside": float(p[~g].mean()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     import yaml
 
@@ -58,17 +86,25 @@ def main(argv: list[str] | None = None) -> int:
         "--noise", default="none,0.5,1.0,2.0", help="comma-separated noise multipliers; none: no DP, 0: clipping only"
     )
     ap.add_argument("--fedprox", type=float, default=0.0, help="proximal mu (0: FedAvg)")
+    ap.add_argument(
+        "--resume-to", type=int, default=0, help="continue the finished runs of --noise to this many rounds (--resume)"
+    )
+    ap.add_argument("--evaluate-only", action="store_true", help="only recompute the threshold-free metrics")
     a = ap.parse_args(argv)
 
     medlens = str(Path(sys.executable).parent / "medlens")
     a.out.mkdir(parents=True, exist_ok=True)
     table_path = a.out / "table.json"
     rows = json.loads(table_path.read_text()) if table_path.is_file() else []
-    for noise in a.noise.split(","):
-        tag = f"noise-{noise}" + (f"-mu{a.fedprox:g}" if a.fedprox else "")
-        run_dir = a.out / tag
+    for noise in [] if a.evaluate_only else a.noise.split(","):
+        base = f"noise-{noise}" + (f"-mu{a.fedprox:g}" if a.fedprox else "")
+        run_dir = a.out / base
+        rounds = a.resume_to or a.rounds
+        tag = f"{base}-resumed-to-{rounds}" if a.resume_to else base
         cfg_path = a.out / f"{tag}.yaml"
-        cfg_path.write_text(yaml.safe_dump(_config(a.sites, run_dir, rounds=a.rounds, noise=noise, mu=a.fedprox)))
+        cfg = _config(a.sites, run_dir, rounds=rounds, noise=noise, mu=a.fedprox)
+        cfg["resume"] = bool(a.resume_to)  # the training identity is unchanged: the checkpoints are accepted
+        cfg_path.write_text(yaml.safe_dump(cfg))
         t0 = time.perf_counter()
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         with open(a.out / f"{tag}.log", "w") as log:
@@ -84,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             "setting": tag,
             "noise_multiplier": None if noise == "none" else float(noise),
             "proximal_mu": a.fedprox,
-            "rounds": a.rounds,
+            "rounds": rounds,
+            "dir": base,
+            "first_round": res["first_round"],
             "epsilon_per_site": eps,
             "epsilon_max": max(eps.values()) if eps else None,
             "dice_pooled": res["dice_pooled"],
@@ -95,14 +133,24 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if r["setting"] != tag] + [row]
         table_path.write_text(json.dumps(rows, indent=1))
         print(json.dumps(row), flush=True)
-    print("| setting | rounds | ε (δ=1e-5, max site) | pooled test Dice | site1 | site2 | site3 | wall s |")
-    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "voxel_auc" not in r or a.evaluate_only:
+            r.update(threshold_free(a.out / r.get("dir", r["setting"]), a.sites))
+    table_path.write_text(json.dumps(rows, indent=1))
+    print(
+        "| setting | rounds | ε (δ=1e-5, max site) | test Dice | site1 | site2 | site3 "
+        "| voxel AUC | soft Dice | wall s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         eps = "—" if r["epsilon_max"] is None else f"{r['epsilon_max']:.1f}"
         if r["noise_multiplier"] == 0:
             eps = "∞ (clipping only)"
         sites = " | ".join(f"{v:.3f}" for _, v in sorted(r["dice_per_site"].items()))
-        print(f"| {r['setting']} | {r['rounds']} | {eps} | {r['dice_pooled']:.3f} | {sites} | {r['wall_s']:.0f} |")
+        print(
+            f"| {r['setting']} | {r['rounds']} | {eps} | {r['dice_pooled']:.3f} | {sites} | {r['voxel_auc']:.3f} "
+            f"| {r['soft_dice']:.3f} | {r['wall_s']:.0f} |"
+        )
     return 0
 
 
