@@ -8,6 +8,11 @@ from typing import Annotated
 
 import typer
 
+_RESUME_HELP = (
+    "Continue from the last per-round checkpoint in output.dir (refused when it belongs to another "
+    "configuration) or start afresh; default: the config's resume key (true)."
+)
+
 
 def register(app: typer.Typer) -> None:
     fl = typer.Typer(
@@ -19,6 +24,7 @@ def register(app: typer.Typer) -> None:
     def server(
         config: Annotated[Path, typer.Argument(help="Federation YAML (task, rounds, strategy, privacy, output).")],
         timeout_s: Annotated[float | None, typer.Option("--timeout-s", help="Give up after this many seconds.")] = None,
+        resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help=_RESUME_HELP)] = None,
     ) -> None:
         """Start a SuperLink on server.host:server.port and run the federation once min_sites sites joined."""
         from medlens.core.errors import require
@@ -26,7 +32,11 @@ def register(app: typer.Typer) -> None:
         from medlens.learn.federated.runner import serve
 
         require("flwr", extra="fl", purpose="federated learning")
-        res = serve(load_fl_config(config), log=typer.echo, timeout_s=timeout_s)
+        over = None if resume is None else {"resume": resume}
+        cfg = load_fl_config(config)
+        res = serve(
+            cfg if over is None else cfg.with_overrides(**over), log=typer.echo, timeout_s=timeout_s, overrides=over
+        )
         typer.echo(json.dumps({k: v for k, v in res.items() if k != "evaluations"}, default=float))
 
     @fl.command("site")
@@ -62,6 +72,7 @@ def register(app: typer.Typer) -> None:
     def simulate(
         config: Annotated[Path, typer.Argument(help="Federation YAML with a sites list.")],
         sites: Annotated[int | None, typer.Option("--sites", help="Use the first N sites of the config.")] = None,
+        resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help=_RESUME_HELP)] = None,
     ) -> None:
         """Run the same ServerApp and ClientApps with Flower's Simulation Engine (Ray, 1 CPU per site)."""
         from medlens.core.errors import require
@@ -69,7 +80,8 @@ def register(app: typer.Typer) -> None:
         from medlens.learn.federated.runner import simulate as run
 
         require("flwr", extra="fl", purpose="federated learning")
-        res = run(load_fl_config(config), n_sites=sites, log=typer.echo)
+        cfg = load_fl_config(config)
+        res = run(cfg if resume is None else cfg.with_overrides(resume=resume), n_sites=sites, log=typer.echo)
         typer.echo(json.dumps({k: v for k, v in res.items() if k != "evaluations"}, default=float))
 
     @fl.command("split")

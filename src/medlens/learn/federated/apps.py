@@ -190,11 +190,15 @@ def make_client_app(site_map: Mapping[int, Mapping[str, Any]] | None = None) -> 
         from flwr.app import ConfigRecord
 
         from medlens.learn.federated.site import check_outgoing
-        from medlens.learn.federated.training import train_logistic, train_unet
+        from medlens.learn.federated.training import train_logistic
 
         spec = _site_spec(context, site_map)
         cfg = msg.content["config"]
         task, fold, rnd = _json(cfg, "task"), int(cfg["fold"]), int(cfg["server-round"])
+        if task["kind"] == "unet":
+            from medlens.learn.federated.unet_task import client_train
+
+            return client_train(msg, context, spec, task)
         mu = float(cfg.get("proximal-mu", 0.0))
         glob = _record_to_arrays(msg.content["arrays"])
         privacy = task["privacy"]
@@ -221,23 +225,7 @@ def make_client_app(site_map: Mapping[int, Mapping[str, Any]] | None = None) -> 
                 dp=dp,
                 seed=seed,
             )
-            n_rows, shapes = len(site.y), []
-        else:
-            site = _unet_site(spec, task)
-            ucfg = _site_unet_config(spec, task)
-            res = train_unet(
-                glob,
-                site.train_cases,
-                ucfg,
-                epochs=int(task["local_epochs"]),
-                batch_size=int(task["batch_size"]),
-                learning_rate=float(task["learning_rate"]),
-                mu=mu,
-                dp=dp,
-                seed=seed,
-            )
-            n_rows, shapes = len(site.train_cases), site.image_shapes()
-        check_outgoing(res.arrays, n_rows=n_rows, image_shapes=shapes)
+        check_outgoing(res.arrays, n_rows=len(site.y), image_shapes=[])
         # the site's accountant: every DP step of this training run (fold), across rounds
         key = f"dp-history-{task['run']}-fold{fold}"
         state = context.state
@@ -467,7 +455,7 @@ class Federation:
             cfgrec = self._config({**extra, "server-round": rnd, "proximal-mu": mu})
             content = _rd({"arrays": rec, "config": cfgrec})
             replies, sent, recv = self._send("train", nodes, content)
-            good = self._ok(replies)
+            good = sorted(self._ok(replies), key=self._site)  # float sums in a fixed order: reproducible rounds
             if len(good) < int(self.cfg["min_sites"]):
                 self.log(f"{phase} round {rnd}: {len(good)} of {len(nodes)} sites replied (< min_sites); retrying")
                 self.audit.append(
@@ -571,6 +559,10 @@ class Federation:
                 "medlens_version": medlens.__version__,
             },
         )
+        if self.cfg["task"] == "unet":  # refuse a checkpoint of another configuration before waiting for sites
+            from medlens.learn.federated.unet_task import resume_point
+
+            resume_point(self)
         self.admit_sites(wait=True)
         result = self.run_radiomics() if self.cfg["task"] == "radiomics" else self.run_unet()
         result.update(
@@ -744,56 +736,10 @@ class Federation:
         return {"mode": "none"}
 
     def run_unet(self) -> dict[str, Any]:
-        from medlens.learn.federated.training import unet_arrays
+        """U-Net rounds, per-round checkpoints and resume: :func:`medlens.learn.federated.unet_task.run_unet`."""
+        from medlens.learn.federated.unet_task import run_unet
 
-        ucfg = self.cfg.unet_config()
-        u = self.cfg["unet"]
-        start = self.load_checkpoint("unet")
-        arrays, first = unet_arrays(ucfg, seed=int(self.cfg["seed"])), 1
-        if start is not None:
-            first, arrays = start[0] + 1, start[1]
-            self.log(f"resuming the U-Net from round {start[0]}")
-        entry: dict[str, Any] = {}
-        evals: list[dict[str, Any]] = []
-        rounds = int(self.cfg["rounds"])
-        for rnd in range(first, rounds + 1):
-            arrays, entry = self.train_round(rnd, arrays, {"fold": -1}, phase="unet")
-            self.save_checkpoint("unet", rnd, arrays, {"epsilon": self._epsilon_summary(entry)})
-            every = int(u["evaluate_every"])
-            if rnd == rounds or (every and rnd % every == 0):
-                evals.append({"round": rnd, **self.evaluate_unet(arrays)})
-        if not evals:  # resumed after the last round
-            evals.append({"round": rounds, **self.evaluate_unet(arrays)})
-        import torch
-
-        from medlens.segment.unet.model import build_unet, save_model
-
-        net = build_unet(ucfg)
-        net.load_state_dict({k: torch.as_tensor(v) for k, v in arrays.items()})
-        save_model(
-            net,
-            ucfg,
-            self.out / "model",
-            info={
-                "federated": {
-                    "strategy": self.cfg["strategy"],
-                    "rounds": rounds,
-                    "sites": sorted(set(self.accepted.values())),
-                    "privacy": self.cfg["privacy"],
-                    "epsilon": self._epsilon_summary(entry),
-                },
-                "held_out_dice": evals[-1],
-            },
-        )
-        last = evals[-1]
-        self.log(f"U-Net after round {last['round']}: pooled test Dice {last['dice_pooled']:.3f}")
-        return {
-            "task": "unet",
-            "dice_pooled": last["dice_pooled"],
-            "dice_per_site": last["dice_per_site"],
-            "evaluations": evals,
-            "epsilon": self._epsilon_summary(entry),
-        }
+        return run_unet(self)
 
     def evaluate_unet(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
         nodes = self._live_sites()
