@@ -33,6 +33,7 @@ _COMMAND_MODULES = [
     "medlens.cli.clinical_commands",
     "medlens.cli.serve_commands",
     "medlens.cli.learn_commands",
+    "medlens.cli.learn_cls_commands",
     "medlens.cli.fl_commands",
 ]
 
@@ -62,6 +63,7 @@ _COMMAND_INDEX = {
     "serve": "medlens.cli.serve_commands",
     "pretrain": "medlens.cli.learn_commands",
     "lowdose": "medlens.cli.learn_commands",
+    "transfer-cls": "medlens.cli.learn_cls_commands",
     "fl": "medlens.cli.fl_commands",
 }
 
