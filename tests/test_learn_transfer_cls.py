@@ -244,3 +244,36 @@ def doc_input():
     from medlens.learn.ssl import INPUT_SPECS
 
     return INPUT_SPECS["PT"]
+
+
+def test_repeat_bootstrap_equals_the_fusion_helpers_for_one_repeat_and_averages_repeats():
+    from medlens.learn.fusion import _bootstrap_ci, paired_auc_difference
+
+    rng = np.random.default_rng(1)
+    y = np.array([1] * 8 + [0] * 12)
+    pa, pb = rng.random(20), rng.random(20) + 0.3 * y
+    auc, lo, hi = T._repeat_mean_auc_ci(y, pb[None], None, n_boot=300, seed=2)
+    assert (lo, hi) == pytest.approx(_bootstrap_ci(y, pb, n_boot=300, seed=2))
+    assert auc == pytest.approx(paired_auc_difference(y, np.zeros(20), pb, n_bootstrap=1)["difference"] + 0.5)
+    d = paired_auc_difference(y, pa, pb, n_bootstrap=300, seed=2)
+    got = T._repeat_mean_auc_ci(y, pb[None], pa[None], n_boot=300, seed=2)
+    assert got == pytest.approx((d["difference"], d["ci95_low"], d["ci95_high"]))
+    # two repeats: the mean of the two AUCs
+    perfect = np.where(y == 1, 0.9, 0.1)
+    two = T._repeat_mean_auc_ci(y, np.stack([perfect, 1.0 - perfect]), None, n_boot=50, seed=0)
+    assert two[0] == pytest.approx(0.5)
+    rows = [
+        {
+            "repeat": r,
+            "fraction": 1.0,
+            "n_labelled": 4,
+            "arm": "scratch",
+            "patient_id": f"P{i}",
+            "label": int(y[i]),
+            "probability": float([perfect, 1.0 - perfect][r][i]),
+        }
+        for r in (0, 1)
+        for i in range(20)
+    ]
+    (s,) = T.summarise_cls(rows, n_boot=50)
+    assert s["auc_repeats"] == pytest.approx([1.0, 0.0]) and s["auc"] == pytest.approx(0.5) and s["repeats"] == 2

@@ -515,6 +515,7 @@ def label_efficiency_cls(
     fractions: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
     k: int = 5,
     seed: int = 0,
+    repeats: int = 1,
     arms: Sequence[str] = ARMS,
     clinical: bool = True,
     pooling: str = "attention",
@@ -532,7 +533,8 @@ def label_efficiency_cls(
     Returns
     -------
     list of dict
-        ``{"fold", "fraction", "n_labelled", "n_labelled_pos", "arm", "patient_id", "label", "probability"}``.
+        ``{"repeat", "fold", "fraction", "n_labelled", "n_labelled_pos", "arm", "patient_id", "label",
+        "probability"}``. A repeat is a new stratified split (seed ``seed + repeat``) with its own subsets.
     """
     from medlens.segment.unet.model import UNetConfig, torch_threads
 
@@ -551,10 +553,18 @@ def label_efficiency_cls(
     row_of = {p: i for i, p in enumerate(ids)}
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
+    if repeats < 1:
+        raise InputError(f"repeats must be >= 1, got {repeats}")
+    splits = [
+        (rep, fold, tr, te)
+        for rep in range(repeats)
+        for fold, (tr, te) in enumerate(stratified_patient_folds(ids, y.tolist(), k=k, seed=seed + rep))
+    ]
     with torch_threads(threads):
-        for fold, (train_ids, test_ids) in enumerate(stratified_patient_folds(ids, y.tolist(), k=k, seed=seed)):
+        for rep, fold, train_ids, test_ids in splits:
+            rseed = seed + 10007 * rep
             subsets = nested_stratified_subsets(
-                train_ids, [by_id[p].label for p in train_ids], fractions, seed=seed + 100 * fold
+                train_ids, [by_id[p].label for p in train_ids], fractions, seed=rseed + 100 * fold
             )
             test_bags = [by_id[p] for p in test_ids]
             for f, subset in subsets.items():
@@ -574,7 +584,7 @@ def label_efficiency_cls(
                         lr_encoder=lr_encoder,
                         lr_head=lr_head,
                         weight_decay=weight_decay,
-                        seed=seed + 1000 * fold + 7,
+                        seed=rseed + 1000 * fold + 7,
                     )
                     logits[arm] = _predict_logits(net, test_bags)
                 if xc is not None:
@@ -587,6 +597,7 @@ def label_efficiency_cls(
                     for pid, v in zip(test_ids, lg, strict=True):
                         rows.append(
                             {
+                                "repeat": rep,
                                 "fold": fold,
                                 "fraction": f,
                                 "n_labelled": len(subset),
@@ -599,49 +610,81 @@ def label_efficiency_cls(
                         )
                 if log:
                     log(
-                        f"fold {fold} fraction {f:g} ({len(subset)} labelled, {int(ytr.sum())} positive): "
+                        f"repeat {rep} fold {fold} fraction {f:g} ({len(subset)} labelled, {int(ytr.sum())} positive): "
                         f"{len(logits)} arms ({time.perf_counter() - t0:.0f} s)"
                     )
     return rows
 
 
+def _repeat_mean_auc_ci(
+    y: np.ndarray, p: np.ndarray, pb: np.ndarray | None, *, n_boot: int, seed: int
+) -> tuple[float, float, float]:
+    """Mean over repeats of the AUC of ``p`` ``(R, n)`` (minus that of ``pb`` when given) and its percentile
+    bootstrap 95 % CI, resampling patients (the same resample in every repeat and in both arms). For one
+    repeat this is the loop of :func:`medlens.learn.fusion.paired_auc_difference` (``pb`` given) or of
+    its ``_bootstrap_ci`` (``pb`` None), with the same seed: the same resamples."""
+    from medlens.learn.fusion import _auc
+
+    def stat(idx: np.ndarray | slice) -> float:
+        a = np.mean([_auc(y[idx], p[r][idx]) for r in range(len(p))])
+        return float(a - np.mean([_auc(y[idx], pb[r][idx]) for r in range(len(pb))]) if pb is not None else a)
+
+    value = stat(slice(None))
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() == y[idx].max():
+            continue
+        boots.append(stat(idx))
+    if not boots:
+        return value, float("nan"), float("nan")
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return value, float(lo), float(hi)
+
+
 def summarise_cls(
     rows: Sequence[Mapping[str, Any]], *, baseline: str = "scratch", n_boot: int = 2000, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """Per fraction and arm: pooled out-of-fold ROC AUC [95 % bootstrap CI] and AUC(arm) - AUC(baseline)
-    [paired 95 % bootstrap CI] over the same patients."""
-    from sklearn.metrics import roc_auc_score
-
-    from medlens.learn.fusion import _bootstrap_ci, paired_auc_difference
+    """Per fraction and arm: the ROC AUC of the pooled out-of-fold probabilities (each patient held out once
+    per repeat; averaged over repeats) [95 % bootstrap CI over patients], and AUC(arm) - AUC(baseline)
+    [paired 95 % bootstrap CI] over the same patients and resamples."""
+    from medlens.learn.fusion import _auc
 
     out = []
     for f in sorted({float(r["fraction"]) for r in rows}):
         sub = [r for r in rows if float(r["fraction"]) == f]
         arms = list(dict.fromkeys(r["arm"] for r in sub))
-        per = {
-            a: {r["patient_id"]: (int(r["label"]), float(r["probability"])) for r in sub if r["arm"] == a} for a in arms
-        }
+        reps = sorted({int(r.get("repeat", 0)) for r in sub})
+        per: dict[tuple[str, int], dict[str, tuple[int, float]]] = {(a, rep): {} for a in arms for rep in reps}
+        for r in sub:
+            per[(r["arm"], int(r.get("repeat", 0)))][r["patient_id"]] = (int(r["label"]), float(r["probability"]))
         ids = sorted(set.intersection(*(set(v) for v in per.values())))
-        y = np.array([per[arms[0]][p][0] for p in ids])
+        y = np.array([per[(arms[0], reps[0])][q][0] for q in ids])
         n_lab = sorted({int(r["n_labelled"]) for r in sub})
+
+        def probs(arm: str) -> np.ndarray:
+            return np.array([[per[(arm, rep)][q][1] for q in ids] for rep in reps])  # noqa: B023
+
         for a in arms:
-            p = np.array([per[a][q][1] for q in ids])
-            lo, hi = _bootstrap_ci(y, p, n_boot=n_boot, seed=seed)
+            p = probs(a)
+            auc, lo, hi = _repeat_mean_auc_ci(y, p, None, n_boot=n_boot, seed=seed)
             entry: dict[str, Any] = {
                 "fraction": f,
                 "n_labelled": n_lab,
                 "n_patients": len(ids),
                 "n_positive": int(y.sum()),
+                "repeats": len(reps),
                 "arm": a,
-                "auc": float(roc_auc_score(y, p)),
+                "auc": auc,
                 "auc_ci95": [lo, hi],
+                "auc_repeats": [_auc(y, p[r]) for r in range(len(reps))],
             }
-            if baseline in per and a != baseline:
-                pb = np.array([per[baseline][q][1] for q in ids])
-                d = paired_auc_difference(y, pb, p, n_bootstrap=n_boot, seed=seed)
+            if baseline in arms and a != baseline:
+                d, dlo, dhi = _repeat_mean_auc_ci(y, p, probs(baseline), n_boot=n_boot, seed=seed)
                 entry["vs"] = baseline
-                entry["difference"] = d["difference"]
-                entry["difference_ci95"] = [d["ci95_low"], d["ci95_high"]]
+                entry["difference"] = d
+                entry["difference_ci95"] = [dlo, dhi]
             out.append(entry)
     return out
 
@@ -711,6 +754,7 @@ def run_transfer_cls(
     fractions: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
     k: int = 5,
     seed: int = 0,
+    repeats: int = 1,
     arms: Sequence[str] = ARMS,
     clinical: bool = True,
     pooling: str = "attention",
@@ -765,6 +809,7 @@ def run_transfer_cls(
         fractions=fractions,
         k=k,
         seed=seed,
+        repeats=repeats,
         arms=arms,
         clinical=clinical,
         pooling=pooling,
@@ -782,6 +827,7 @@ def run_transfer_cls(
             "fractions": [float(f) for f in fractions],
             "folds": k,
             "seed": seed,
+            "repeats": repeats,
             "arms": list(arms),
             "clinical": clinical,
             "clinical_columns": list(CLINICAL_COLUMNS) if clinical else [],
