@@ -45,6 +45,15 @@ def test_late_fusion_adds_log_odds_and_removes_the_prior_once():
     )
 
 
+def test_suvmax_baseline_reads_the_largest_value_inside_the_mask():
+    s = np.zeros((2, 8, 8), np.float32)
+    m = np.zeros((2, 8, 8), np.float32)
+    s[0, 0, 0], s[1, 4, 4], s[1, 5, 5] = 9.0, 2.0, 1.5  # the 9.0 lies outside the mask
+    m[:, 3:7, 3:7] = 1
+    x = T.suvmax_matrix([T.Bag("A", 1, s, m)])
+    assert x.shape == (1, 1) and x[0, 0] == pytest.approx(math.log(10.0))  # 2.0 network units x 5 = SUV 10
+
+
 def test_nested_subsets_are_nested_stratified_and_seeded():
     ids = [f"P{i:02d}" for i in range(30)]
     y = [1 if i % 3 == 0 else 0 for i in range(30)]  # 10 positive, 20 negative
@@ -217,7 +226,16 @@ def test_real_sts_smoke_six_patients_and_the_crop_cache(sts_dir, tmp_path):
     kw = dict(fractions=(0.5, 1.0), k=3, steps=2, cache_dir=tmp_path / "cache", n_boot=50)
     doc = T.run_transfer_cls(cohort, tmp_path / "out", log=logs.append, **kw)
     assert doc["n_patients"] == 6 and doc["n_positive"] == 3
-    arms = ["scratch", "pretrained", "probe", "clinical", "scratch+clinical", "pretrained+clinical", "probe+clinical"]
+    arms = [
+        "scratch",
+        "pretrained",
+        "probe",
+        "suvmax",
+        "clinical",
+        "scratch+clinical",
+        "pretrained+clinical",
+        "probe+clinical",
+    ]
     preds = doc["predictions"]
     for f in (0.5, 1.0):
         for a in arms:

@@ -18,6 +18,8 @@ Arms (same folds, same labelled subsets, same seeded head/attention initialisati
 ``probe``       encoder from the checkpoint, frozen; only the pooling and the head are trained;
 ``clinical``    L2 logistic regression on the clinical columns (age, sex, weight, height from the PET
                 DICOM header);
+``suvmax``      (PET only) logistic regression on the log of the GTV's SUVmax: the one-number uptake
+                baseline every image model must beat;
 ``<arm>+clinical``  late fusion of an image arm and the clinical model: the two log-odds are added and
                 the labelled subset's prior log-odds subtracted once (:func:`late_fusion_logit`: the
                 combination of two conditionally independent experts; no weight is fitted on the
@@ -68,6 +70,7 @@ __all__ = [
     "nested_stratified_subsets",
     "stratified_patient_folds",
     "summarise_cls",
+    "suvmax_matrix",
     "table_rows",
 ]
 
@@ -290,6 +293,16 @@ def clinical_matrix(bags: Sequence[Bag], columns: Sequence[str] = CLINICAL_COLUM
         [[np.nan if b.clinical.get(c) is None else float(b.clinical[c]) for c in columns] for b in bags],  # type: ignore[arg-type]
         dtype=np.float64,
     ).reshape(len(bags), len(columns))
+
+
+def suvmax_matrix(bags: Sequence[Bag], *, scale: float = 5.0) -> np.ndarray:
+    """``(n_patients, 1)``: log of the largest GTV value of each bag in SUV (network units x ``scale``; the
+    crops are clipped at SUV 25), the one-number uptake baseline."""
+    vals = []
+    for b in bags:
+        v = b.slices[b.masks > 0.5]
+        vals.append(math.log(max(float(v.max()) if v.size else 0.0, 1e-6) * scale))
+    return np.asarray(vals, np.float64)[:, None]
 
 
 # ---- folds and subsets --------------------------------------------------------------------------------
@@ -518,6 +531,7 @@ def label_efficiency_cls(
     repeats: int = 1,
     arms: Sequence[str] = ARMS,
     clinical: bool = True,
+    suvmax: bool = False,
     pooling: str = "attention",
     steps: int = 120,
     batch_bags: int = 4,
@@ -550,6 +564,7 @@ def label_efficiency_cls(
     ids = list(by_id)
     y = np.array([by_id[p].label for p in ids])
     xc = clinical_matrix([by_id[p] for p in ids]) if clinical else None
+    xs = suvmax_matrix([by_id[p] for p in ids]) if suvmax else None
     row_of = {p: i for i, p in enumerate(ids)}
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -587,8 +602,10 @@ def label_efficiency_cls(
                         seed=rseed + 1000 * fold + 7,
                     )
                     logits[arm] = _predict_logits(net, test_bags)
+                tr, te = [row_of[p] for p in subset], [row_of[p] for p in test_ids]
+                if xs is not None:
+                    logits["suvmax"] = _clinical_logits(xs[tr], ytr, xs[te])
                 if xc is not None:
-                    tr, te = [row_of[p] for p in subset], [row_of[p] for p in test_ids]
                     logits["clinical"] = _clinical_logits(xc[tr], ytr, xc[te])
                     prior = float(ytr.mean())
                     for arm in arms:
@@ -812,6 +829,7 @@ def run_transfer_cls(
         repeats=repeats,
         arms=arms,
         clinical=clinical,
+        suvmax=str(ck.input.get("modality")) == "PT",
         pooling=pooling,
         steps=steps,
         log=log,
