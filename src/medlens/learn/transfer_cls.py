@@ -548,7 +548,7 @@ def label_efficiency_cls(
     -------
     list of dict
         ``{"repeat", "fold", "fraction", "n_labelled", "n_labelled_pos", "arm", "patient_id", "label",
-        "probability"}``. A repeat is a new stratified split (seed ``seed + repeat``) with its own subsets.
+        "logit", "probability"}``. A repeat is a new stratified split (seed ``seed + repeat``) with its own subsets.
     """
     from medlens.segment.unet.model import UNetConfig, torch_threads
 
@@ -622,13 +622,14 @@ def label_efficiency_cls(
                                 "arm": arm,
                                 "patient_id": pid,
                                 "label": int(by_id[pid].label),
+                                "logit": float(v),
                                 "probability": float(1.0 / (1.0 + math.exp(-float(np.clip(v, -50, 50))))),
                             }
                         )
                 if log:
                     log(
-                        f"repeat {rep} fold {fold} fraction {f:g} ({len(subset)} labelled, {int(ytr.sum())} positive): "
-                        f"{len(logits)} arms ({time.perf_counter() - t0:.0f} s)"
+                        f"repeat {rep} fold {fold} fraction {f:g} ({len(subset)} labelled, "
+                        f"{int(ytr.sum())} positive): {len(logits)} arms ({time.perf_counter() - t0:.0f} s)"
                     )
     return rows
 
@@ -675,7 +676,8 @@ def summarise_cls(
         reps = sorted({int(r.get("repeat", 0)) for r in sub})
         per: dict[tuple[str, int], dict[str, tuple[int, float]]] = {(a, rep): {} for a in arms for rep in reps}
         for r in sub:
-            per[(r["arm"], int(r.get("repeat", 0)))][r["patient_id"]] = (int(r["label"]), float(r["probability"]))
+            score = float(r["logit"]) if "logit" in r else float(r["probability"])  # ranks: the logit never saturates
+            per[(r["arm"], int(r.get("repeat", 0)))][r["patient_id"]] = (int(r["label"]), score)
         ids = sorted(set.intersection(*(set(v) for v in per.values())))
         y = np.array([per[(arms[0], reps[0])][q][0] for q in ids])
         n_lab = sorted({int(r["n_labelled"]) for r in sub})
