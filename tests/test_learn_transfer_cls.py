@@ -295,3 +295,19 @@ def test_repeat_bootstrap_equals_the_fusion_helpers_for_one_repeat_and_averages_
     ]
     (s,) = T.summarise_cls(rows, n_boot=50)
     assert s["auc_repeats"] == pytest.approx([1.0, 0.0]) and s["auc"] == pytest.approx(0.5) and s["repeats"] == 2
+
+
+def test_mean_pooling_classifier_is_the_head_of_the_mean_slice_feature():
+    from medlens.segment.unet import UNetConfig
+
+    torch.manual_seed(0)
+    net = T.build_classifier(UNetConfig(), pooling="mean").eval()
+    b = _bags(1)[0]
+    x, m = torch.from_numpy(b.slices[:, None]), torch.from_numpy(b.masks[:, None])
+    with torch.inference_mode():
+        h = net.slice_features(x, m)
+        want = net.head(h.mean(dim=0))
+        assert float(net(x, m)) == pytest.approx(float(want), abs=1e-6)
+        assert float(net(x[[1, 0, 2]], m[[1, 0, 2]])) == pytest.approx(float(want), abs=1e-5)  # order-free
+    with pytest.raises(InputError, match="pooling must be"):
+        T.build_classifier(UNetConfig(), pooling="max")
