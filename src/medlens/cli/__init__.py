@@ -62,6 +62,7 @@ _COMMAND_INDEX = {
     "serve": "medlens.cli.serve_commands",
     "pretrain": "medlens.cli.learn_commands",
     "lowdose": "medlens.cli.learn_commands",
+    "denoise-ct": "medlens.cli.learn_commands",
     "fl": "medlens.cli.fl_commands",
 }
 
