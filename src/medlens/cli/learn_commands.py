@@ -39,7 +39,9 @@ def register(app: typer.Typer) -> None:
         info = {
             "data": (
                 f"{len(slices)} axial {modality} slices of the {len(images)} series in {cohort.name}"
-                + (f" ({crops} random windows per slice, those with signal)" if crops > 1 else "")
+                if crops == 1
+                else f"{len(slices)} 64 x 64 windows of the axial slices of the {len(images)} {modality} series "
+                f"in {cohort.name} ({crops} random windows per slice, those with signal kept)"
             ),
             "crops": crops,
             "seed": seed,
