@@ -52,6 +52,17 @@ def test_shipped_denoiser_is_described_hashed_and_small():
     assert sum(p.numel() for p in ck.net.parameters()) > 1000
 
 
+def test_checkpoint_bytes_depend_only_on_the_weights(tmp_path):
+    # torch.save names its zip archive after the file; save_checkpoint must not leak the temporary name
+    a = _checkpoint(tmp_path, bias=0.01, name="one.pt")
+    (tmp_path / "sub").mkdir()
+    b = _checkpoint(tmp_path / "sub", bias=0.01, name="one.pt")
+    c = _checkpoint(tmp_path, bias=0.02, name="three.pt")
+    assert a.read_bytes() == b.read_bytes()
+    assert encoders.sha256_file(a) == json.loads(b.with_suffix(".json").read_text())["sha256"]
+    assert encoders.sha256_file(c) != encoders.sha256_file(a)
+
+
 def test_a_changed_checkpoint_is_refused(tmp_path):
     pt = tmp_path / "tampered.pt"
     shutil.copy(SHIPPED, pt)
