@@ -99,6 +99,7 @@ def test_ct_and_mr_encoders_refuse_other_modalities():
 
 
 @pytest.mark.needs_data
+@pytest.mark.slow
 def test_cli_pretrain_on_mr_t1_beside_a_cohort_csv(sts_dir, tmp_path):
     from medlens.cli import main
 
