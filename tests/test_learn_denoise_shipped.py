@@ -91,6 +91,20 @@ def test_denoise_ct_subtracts_the_predicted_noise_in_hu(tmp_path):
     np.testing.assert_allclose(np.asarray(two_d.array), vol[2] + 5.0, atol=1e-3)
 
 
+def test_onnx_engine_gives_the_torch_result():
+    pytest.importorskip("onnxruntime")
+    vol = np.random.default_rng(2).normal(30.0, 80.0, size=(3, 40, 36)).astype(np.float32)
+    vol[:, :5] = -1000.0  # air band
+    img = _ct(vol)
+    a = np.asarray(ld.denoise_ct(img).array)
+    b = ld.denoise_ct(img, engine="onnx", batch_slices=2)
+    np.testing.assert_allclose(np.asarray(b.array), a, atol=0.1)  # 1e-4 in network units = 0.1 HU
+    assert b.meta.history[-1].endswith(",engine=onnx)")
+    assert np.abs(a - vol).max() > 1.0  # the shipped network does change the image
+    with pytest.raises(InputError, match="engine must be 'torch' or 'onnx', got 'tensorrt'"):
+        ld.denoise_ct(img, engine="tensorrt")
+
+
 def test_denoise_ct_refuses_what_it_was_not_trained_on(tmp_path):
     a = np.zeros((3, 16, 16))
     with pytest.raises(InputError, match=r"test\.nii: denoise_ct needs a CT in HU, got modality 'PT'"):
@@ -123,6 +137,8 @@ def test_cli_denoise_ct_writes_the_api_result(tmp_path):
     np.testing.assert_allclose(got, np.asarray(ld.denoise_ct(read_image(src)).array), atol=1e-3)
     assert got.std() < vol.std()  # the noise is reduced
     assert main(["denoise-ct", str(src), "--out", str(out), "--checkpoint", str(tmp_path / "x.pt")]) == 2
+    assert main(["denoise-ct", str(src), "--out", str(tmp_path / "o.nii.gz"), "--engine", "onnx"]) == 0
+    np.testing.assert_allclose(np.asarray(read_image(tmp_path / "o.nii.gz").array), got, atol=0.1)
 
 
 @pytest.mark.needs_data

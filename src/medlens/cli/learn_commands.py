@@ -81,13 +81,14 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="A denoise-cnn checkpoint (.pt with its .json); default the shipped sts_ct_denoise_cnn."),
         ] = None,
-        threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
+        threads: Annotated[int, typer.Option(help="Intra-op threads.")] = 1,
+        engine: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime, faster on CPU).")] = "torch",
     ) -> None:
         """Denoise a CT with the residual CNN trained on simulated 10 %/25 % dose STS CT (see docs/learn-denoise.md)."""
         from medlens.io.api import read_image, write_image
         from medlens.learn.lowdose import DEFAULT_DENOISER, denoise_ct
 
         img = read_image(image)
-        res = denoise_ct(img, checkpoint=checkpoint, threads=threads)
+        res = denoise_ct(img, checkpoint=checkpoint, threads=threads, engine=engine)
         write_image(res, out)
-        typer.echo(f"denoised with {(checkpoint or DEFAULT_DENOISER).name} -> {out}")
+        typer.echo(f"denoised with {(checkpoint or DEFAULT_DENOISER).name} ({engine}) -> {out}")
