@@ -1,7 +1,9 @@
-"""Latency of the shipped ``medlens.learn`` encoders: PyTorch vs ONNX Runtime (CPU, 1 thread).
+"""Latency of the shipped ``medlens.learn`` models: PyTorch vs ONNX Runtime (CPU, 1 thread).
 
-Input: the axial slices of one real STS PET volume (STS_001, windows of 64 x 64, as deep_features
-uses them), and a single slice. Median of ``--repeats`` runs after one warm-up; outputs compared.
+Inputs, from patient STS_001: for each encoder the axial slices of its modality's volume (PET, CT or
+MR_T1; the centre 64 x 64 window of every slice, in the encoder's network units) and a single slice;
+for the CT denoiser one full axial CT slice and the whole CT volume (HU / 1000). Median of
+``--repeats`` runs after one warm-up; outputs compared.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python benchmarks/learn_onnx_latency.py
 """
@@ -32,33 +34,54 @@ def _median_ms(fn, repeats: int) -> float:
     return 1000.0 * float(np.median(times))
 
 
+def _row(name: str, label: str, run_torch, run_ort, repeats: int) -> None:  # type: ignore[no-untyped-def]
+    t_ms = _median_ms(run_torch, repeats)
+    o_ms = _median_ms(run_ort, repeats)
+    diff = float(np.max(np.abs(run_torch() - run_ort())))
+    print(f"| {name} | {label} | {t_ms:.2f} | {o_ms:.2f} | {t_ms / o_ms:.2f} | {diff:.1e} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sts", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "sts")
     ap.add_argument("--repeats", type=int, default=20)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    pet = medlens.read_image(a.sts / "STS_001" / "PET" / "image")
-    vol = slices_for_pretraining([pet], modality="PT", min_signal=-1.0)[:, None]
-    print(f"volume: {len(vol)} slices of 64 x 64 (STS_001 PET)\n")
+    series = {"PT": "PET", "CT": "CT", "MR": "MR_T1"}
+    images = {m: medlens.read_image(a.sts / "STS_001" / f / "image") for m, f in series.items()}
+    wins = {m: slices_for_pretraining([im], modality=m, min_signal=-1.0)[:, None] for m, im in images.items()}
+    print(", ".join(f"{m}: {len(w)} slices" for m, w in wins.items()) + " (STS_001)\n")
     print("| model | input | torch ms | ONNX Runtime ms | torch / ORT | max abs diff |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("sts_pet_simclr", "sts_pet_mae"):
+        for name in ("sts_pet_simclr", "sts_pet_mae", "sts_ct_simclr", "sts_mr_simclr"):
             pt = encoders.WEIGHTS_DIR / f"{name}.pt"
             ck = encoders.load_checkpoint(pt, encoder_only=True)
+            vol = wins[ck.input["modality"]]
             ort = OnnxModel(export_checkpoint(pt, Path(tmp) / f"{name}.onnx"), threads=1)
-            for label, x in (("1 slice", vol[:1]), (f"volume ({len(vol)} slices)", vol)):
+            for label, x in (("1 slice (64 x 64)", vol[:1]), (f"volume ({len(vol)} slices)", vol)):
                 xt = torch.from_numpy(np.ascontiguousarray(x))
 
                 def run_torch(xt=xt, net=ck.net):
                     with torch.inference_mode():
                         return encoders.encoder_forward(net, xt).numpy()
 
-                t_ms = _median_ms(run_torch, a.repeats)
-                o_ms = _median_ms(lambda x=x, ort=ort: ort(np.ascontiguousarray(x)), a.repeats)
-                diff = float(np.max(np.abs(run_torch() - ort(np.ascontiguousarray(x)))))
-                print(f"| {name} encoder | {label} | {t_ms:.2f} | {o_ms:.2f} | {t_ms / o_ms:.2f} | {diff:.1e} |")
+                _row(f"{name} encoder", label, run_torch, lambda x=x, ort=ort: ort(np.ascontiguousarray(x)), a.repeats)
+        pt = encoders.WEIGHTS_DIR / "sts_ct_denoise_cnn.pt"
+        ck = encoders.load_checkpoint(pt, expect_kind="denoise-cnn")
+        ort = OnnxModel(export_checkpoint(pt, Path(tmp) / "denoise.onnx"), threads=1)
+        ct = (np.asarray(images["CT"].array, np.float32) / 1000.0)[:, None]
+        h, w = ct.shape[-2:]
+        reps = {"1 slice": max(3, a.repeats // 2), "volume": 3}
+        for label, x in ((f"1 slice ({h} x {w})", ct[:1]), (f"volume ({len(ct)} slices)", ct)):
+            xt = torch.from_numpy(np.ascontiguousarray(x))
+
+            def run_torch(xt=xt, net=ck.net):
+                with torch.inference_mode():
+                    return net(xt).numpy()
+
+            n = reps["1 slice" if len(x) == 1 else "volume"]
+            _row("sts_ct_denoise_cnn", label, run_torch, lambda x=x, ort=ort: ort(np.ascontiguousarray(x)), n)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ _COMMAND_INDEX = {
     "serve": "medlens.cli.serve_commands",
     "pretrain": "medlens.cli.learn_commands",
     "lowdose": "medlens.cli.learn_commands",
+    "denoise-ct": "medlens.cli.learn_commands",
     "transfer-cls": "medlens.cli.learn_cls_commands",
     "fl": "medlens.cli.fl_commands",
 }

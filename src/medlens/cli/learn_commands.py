@@ -1,4 +1,5 @@
-"""``medlens pretrain`` (self-supervised U-Net encoder) and ``medlens lowdose`` (simulate a low-dose CT)."""
+"""``medlens pretrain`` (self-supervised U-Net encoder), ``medlens lowdose`` (simulate a low-dose CT) and
+``medlens denoise-ct`` (the shipped low-dose CT denoiser)."""
 
 from __future__ import annotations
 
@@ -11,27 +12,43 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("pretrain")
     def pretrain_cmd(
-        cohort: Annotated[Path, typer.Argument(help="Cohort CSV listing image series (pet_image / ct_image columns).")],
+        cohort: Annotated[
+            Path,
+            typer.Argument(
+                help="Cohort CSV listing image series (pet_image / ct_image / mr_image columns; without one, "
+                "<patient_id>/PET|CT|MR_T1/image beside the CSV)."
+            ),
+        ],
         out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.pt; a .json is written beside it).")],
         method: Annotated[str, typer.Option(help="simclr or mae.")] = "simclr",
-        modality: Annotated[str, typer.Option(help="PT (SUVbw) or CT (HU).")] = "PT",
+        modality: Annotated[str, typer.Option(help="PT (SUVbw), CT (HU) or MR (T1, per-volume scaling).")] = "PT",
         steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 300,
         batch_size: Annotated[int, typer.Option(help="Slices per step.")] = 32,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        crops: Annotated[
+            int, typer.Option(help="Windows per slice: 1 = centre crop; more = random 64 x 64 windows (CT, MR).")
+        ] = 1,
     ) -> None:
         """Pretrain the lesion U-Net's encoder on the unlabelled slices of every COHORT image (no masks read)."""
         from medlens.learn import ssl
 
         images = ssl.images_from_cohort(cohort, modality=modality)
-        slices = ssl.slices_for_pretraining(images, modality=modality)
-        typer.echo(f"{len(images)} {modality} images, {len(slices)} slices")
+        slices = ssl.slices_for_pretraining(images, modality=modality, crops=crops, seed=seed)
+        typer.echo(f"{len(images)} {modality} images, {len(slices)} windows")
         res = ssl.pretrain(slices, method=method, steps=steps, batch_size=batch_size, seed=seed, log=typer.echo)
         info = {
-            "data": f"{len(slices)} axial {modality} slices of the {len(images)} series in {cohort.name}",
+            "data": (
+                f"{len(slices)} axial {modality} slices of the {len(images)} series in {cohort.name}"
+                if crops == 1
+                else f"{len(slices)} 64 x 64 windows of the axial slices of the {len(images)} {modality} series "
+                f"in {cohort.name} ({crops} random windows per slice, those with signal kept)"
+            ),
+            "crops": crops,
             "seed": seed,
             "steps": steps,
             "batch_size": batch_size,
-            "command": f"medlens pretrain {cohort.name} --method {method} --modality {modality} --steps {steps}",
+            "command": f"medlens pretrain {cohort.name} --method {method} --modality {modality} --steps {steps}"
+            + (f" --crops {crops}" if crops > 1 else ""),
         }
         path = ssl.save_pretrained(res, out, modality=modality, info=info)
         typer.echo(
@@ -55,3 +72,23 @@ def register(app: typer.Typer) -> None:
         res = simulate_low_dose(img, dose_fraction=dose, model=LowDoseModel(i0_full=i0, n_views=views), seed=seed)
         write_image(res, out)
         typer.echo(f"low-dose ({dose:g} x {i0:g} photons/ray, {views} views, seed {seed}) -> {out}")
+
+    @app.command("denoise-ct")
+    def denoise_ct_cmd(
+        image: Annotated[Path, typer.Argument(help="CT in HU (a low-dose one): DICOM folder or NIfTI/NRRD file.")],
+        out: Annotated[Path, typer.Option("--out", help="Output volume (.nii.gz / .nrrd).")],
+        checkpoint: Annotated[
+            Path | None,
+            typer.Option(help="A denoise-cnn checkpoint (.pt with its .json); default the shipped sts_ct_denoise_cnn."),
+        ] = None,
+        threads: Annotated[int, typer.Option(help="Intra-op threads.")] = 1,
+        engine: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime, faster on CPU).")] = "torch",
+    ) -> None:
+        """Denoise a CT with the residual CNN trained on simulated 10 %/25 % dose STS CT (see docs/learn-denoise.md)."""
+        from medlens.io.api import read_image, write_image
+        from medlens.learn.lowdose import DEFAULT_DENOISER, denoise_ct
+
+        img = read_image(image)
+        res = denoise_ct(img, checkpoint=checkpoint, threads=threads, engine=engine)
+        write_image(res, out)
+        typer.echo(f"denoised with {(checkpoint or DEFAULT_DENOISER).name} ({engine}) -> {out}")

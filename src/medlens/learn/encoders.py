@@ -23,6 +23,7 @@ checks the kind, the hash and every tensor shape against the architecture and ra
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medlens.core.atomic import atomic_path, atomic_write_text
+from medlens.core.atomic import atomic_write_bytes, atomic_write_text
 from medlens.core.errors import FormatError, InputError, require
 from medlens.core.image import Image, Units
 
@@ -179,6 +180,8 @@ def save_checkpoint(
 ) -> Path:
     """Write ``path`` (``.pt``: the tensors of ``state``) and the JSON beside it, atomically.
 
+    The ``.pt`` bytes depend only on the tensors (same weights -> same SHA-256).
+
     ``input_spec`` holds ``modality`` (``"CT"``, ``"PT"``, ...), ``units`` and ``scaling`` (how
     intensities enter the network); the JSON also records the SHA-256 of the ``.pt`` file.
     """
@@ -188,8 +191,11 @@ def save_checkpoint(
     if p.suffix != ".pt":
         raise InputError(f"{p}: a checkpoint path must end in .pt")
     p.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(p) as tmp:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
+    # serialise to memory first: torch.save names the zip archive after the file it writes, so saving
+    # straight to the temporary file would put its random name into the bytes (and the SHA-256)
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buf)
+    atomic_write_bytes(p, buf.getvalue())
     doc = {
         "format": CHECKPOINT_FORMAT,
         "architecture": dict(architecture),

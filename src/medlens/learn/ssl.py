@@ -13,8 +13,10 @@ MAE (He et al. 2022, convolutional variant)
     channel) reconstructs the slice and the loss is the mean squared error on the hidden blocks only.
     The encoder half is kept.
 
-Data: axial 2D slices in network units (PET: ``clip(SUV, 0, 25) / 5``; CT: ``clip(HU, -1000, 1000) / 1000``
-+ 1), zero-padded to the window; no labels are read.
+Data: axial 2D slices in network units (PET: ``clip(SUV, 0, 25) / 5``; CT: ``clip(HU, -1000, 1000) / 1000
++ 1``; MR: ``clip(I / P99.5, 0, 2)`` with ``P99.5`` the 99.5th percentile of the whole volume, a per-volume
+scaling because MR signal has no physical unit), zero-padded to the window, centre-cropped or cut into
+random windows (``crops``); no labels are read.
 """
 
 from __future__ import annotations
@@ -55,26 +57,73 @@ class SSLMethod(StrEnum):
 INPUT_SPECS: dict[str, dict[str, Any]] = {
     "PT": {"modality": "PT", "units": Units.SUVBW, "scaling": "clip(SUV, 0, 25) / 5"},
     "CT": {"modality": "CT", "units": Units.HU, "scaling": "clip(HU, -1000, 1000) / 1000 + 1"},
+    "MR": {
+        "modality": "MR",
+        "units": Units.ARBITRARY,
+        "scaling": "clip(I / P99.5, 0, 2), P99.5 = 99.5th percentile of the whole volume (per-volume scaling)",
+    },
 }
+
+#: Percentile of a volume that maps to 1 in the MR network input.
+MR_PERCENTILE = 99.5
 
 
 def network_input(image: Image | np.ndarray, modality: str) -> np.ndarray:
-    """Intensities in network units for ``modality`` (``"PT"`` or ``"CT"``), float32."""
+    """Intensities in network units for ``modality`` (``"PT"``, ``"CT"`` or ``"MR"``), float32.
+
+    MR is scaled per volume (:data:`INPUT_SPECS`): pass the whole volume, not a slice or a crop.
+    """
     a = np.asarray(image.array if isinstance(image, Image) else image, np.float32)
     if modality == "PT":
         return (np.clip(a, 0.0, 25.0) / 5.0).astype(np.float32)
     if modality == "CT":
         return (np.clip(a, -1000.0, 1000.0) / 1000.0 + 1.0).astype(np.float32)
+    if modality == "MR":
+        if not np.all(np.isfinite(a)):
+            raise InputError("the MR image contains NaN or infinite values")
+        top = float(np.percentile(a, MR_PERCENTILE))
+        if not top > 0:
+            raise InputError(
+                f"the MR image's {MR_PERCENTILE}th percentile is {top:g}; expected positive MR signal "
+                "(an empty or already normalised image?)"
+            )
+        return (np.clip(a / top, 0.0, 2.0)).astype(np.float32)
     raise InputError(f"modality must be one of {sorted(INPUT_SPECS)}, got {modality!r}")
 
 
 def slices_for_pretraining(
-    images: Sequence[Image], *, modality: str, size: int = 64, min_signal: float = 0.05
+    images: Sequence[Image],
+    *,
+    modality: str,
+    size: int = 64,
+    min_signal: float | None = None,
+    crops: int = 1,
+    seed: int = 0,
 ) -> np.ndarray:
-    """Every axial slice of ``images`` with some signal, centre-padded or cropped to ``size`` x ``size``.
+    """Every axial slice of ``images`` with some signal, as ``size`` x ``size`` windows in network units.
 
-    Returns ``(n, size, size)`` float32 in network units. Refuses an image of another modality.
+    Parameters
+    ----------
+    images
+        Images of ``modality`` (another modality is refused).
+    min_signal
+        A window is kept when at least 5 % of its pixels exceed this (network units; default 0.05 for
+        PET, 0.1 for CT (HU > -900) and MR (10 % of the volume's 99.5th percentile)).
+    crops
+        1: the slice (if it has signal) centre-padded or centre-cropped; more: that many random
+        windows per slice at native resolution (a slice smaller than ``size`` is zero-padded first),
+        those without signal dropped; for CT/MR slices larger than the window.
+    seed
+        Seed of the random windows.
+
+    Returns ``(n, size, size)`` float32.
     """
+    if modality not in INPUT_SPECS:
+        raise InputError(f"modality must be one of {sorted(INPUT_SPECS)}, got {modality!r}")
+    if crops < 1:
+        raise InputError(f"crops must be at least 1, got {crops}")
+    thr = min_signal if min_signal is not None else (0.05 if modality == "PT" else 0.1)
+    rng = np.random.default_rng(seed)
     out = []
     for im in images:
         if im.meta.modality and im.meta.modality != modality:
@@ -85,9 +134,18 @@ def slices_for_pretraining(
         vol = network_input(im, modality)
         vol = vol[None] if vol.ndim == 2 else vol
         for s in vol:
-            if float(np.mean(s > (min_signal if modality == "PT" else 1.0 - 0.9))) < 0.05:
-                continue  # empty slices (outside the body) teach nothing
-            out.append(_fit(s, size))
+            if crops == 1:
+                if float(np.mean(s > thr)) < 0.05:
+                    continue  # empty slices (outside the body) teach nothing
+                out.append(_fit(s, size))
+            else:
+                p = np.pad(s, [(max(0, size - d) // 2, max(0, size - d) - max(0, size - d) // 2) for d in s.shape])
+                ys = rng.integers(0, p.shape[0] - size + 1, size=crops)
+                xs = rng.integers(0, p.shape[1] - size + 1, size=crops)
+                for y, x in zip(ys, xs, strict=True):
+                    w = p[y : y + size, x : x + size]
+                    if float(np.mean(w > thr)) >= 0.05:
+                        out.append(w)
     if not out:
         raise InputError("no slice with signal among the images given for pretraining")
     return np.stack(out).astype(np.float32)
@@ -298,11 +356,18 @@ def load_pretrained_encoder(path: str | os.PathLike[str], *, config: Any = None,
 
 
 #: Cohort CSV column of each modality's image series (paths relative to the CSV).
-COHORT_COLUMNS = {"PT": "pet_image", "CT": "ct_image"}
+COHORT_COLUMNS = {"PT": "pet_image", "CT": "ct_image", "MR": "mr_image"}
+#: Without that column: the series folder ``<patient_id>/<folder>`` beside the CSV (the STS layout), where present.
+SERIES_FOLDERS = {"PT": "PET/image", "CT": "CT/image", "MR": "MR_T1/image"}
 
 
 def images_from_cohort(cohort_csv: str | os.PathLike[str], *, modality: str) -> list[Image]:
-    """Read every ``modality`` image series a cohort CSV lists (rows without one are skipped; no labels read)."""
+    """Read every ``modality`` image series a cohort CSV lists (rows without one are skipped; no labels read).
+
+    The series come from the column :data:`COHORT_COLUMNS` names; when the CSV has no such column but a
+    ``patient_id`` one, from ``<patient_id>/<SERIES_FOLDERS[modality]>`` beside the CSV (the STS layout:
+    ``STS_001/MR_T1/image``), for the patients that have that folder.
+    """
     import csv
 
     import medlens
@@ -315,6 +380,14 @@ def images_from_cohort(cohort_csv: str | os.PathLike[str], *, modality: str) -> 
         raise InputError(f"modality must be one of {sorted(COHORT_COLUMNS)}, got {modality!r}")
     with p.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    if not rows or col not in rows[0]:
-        raise InputError(f"{p}: no column {col!r} for {modality} images; found {sorted(rows[0]) if rows else []}")
-    return [medlens.read_image(p.parent / r[col]) for r in rows if r.get(col)]
+    if rows and col in rows[0]:
+        return [medlens.read_image(p.parent / r[col]) for r in rows if r.get(col)]
+    if rows and "patient_id" in rows[0]:
+        folders = [p.parent / r["patient_id"] / SERIES_FOLDERS[modality] for r in rows if r.get("patient_id")]
+        found = [f for f in folders if f.exists()]
+        if found:
+            return [medlens.read_image(f) for f in found]
+    raise InputError(
+        f"{p}: no column {col!r} for {modality} images and no <patient_id>/{SERIES_FOLDERS[modality]} series "
+        f"beside it; found columns {sorted(rows[0]) if rows else []}. Add a {col!r} column of series paths"
+    )
