@@ -188,7 +188,8 @@ def test_simulated_unet_resumed_after_two_rounds_equals_an_uninterrupted_run(une
 @pytest.mark.slow
 @pytest.mark.needs_data
 def test_fedprox_proximal_term_pulls_each_site_unet_towards_the_global_model(unet_sites: Path):
-    """One U-Net round through the real ClientApps (in process), FedAvg vs FedProx from the same weights.
+    """One U-Net round through the real ClientApps (in process), FedAvg vs FedProx from the same weights
+    (and the FedAvg round again under SecAgg+: within the quantisation bound of the plain one).
 
     FedProx adds mu/2 ||w - w_global||^2 to every site's loss: with the same seeds (same batches,
     same augmentation) each site's update must move less from the global model, and the prox
@@ -209,21 +210,47 @@ def test_fedprox_proximal_term_pulls_each_site_unet_towards_the_global_model(une
     grid = LoopbackGrid(make_client_app(), nodes)
     drift: dict[float, dict[str, float]] = {}
     agg_drift: dict[float, float] = {}
-    for mu in (0.0, 1.0, 30.0):
+    fedavg: dict[str, np.ndarray] = {}
+    for mu, secagg in ((0.0, False), (1.0, False), (30.0, False), (0.0, True)):
         strategy = "fedprox" if mu else "fedavg"
         cfg = _config(
-            unet_sites / f"prox-{mu}",
+            unet_sites / f"prox-{mu}-{secagg}",
             strategy=strategy,
             proximal_mu=mu,
             seed=5,
+            secure_aggregation={"enabled": secagg},
             unet={"local_epochs": 1, "batch_size": 16, "holdout": 1, "architecture": dict(TINY)},
         )
         wire: list = []
         fed = Federation(grid, cfg, log=lambda s: None, wire_log=lambda d, m, w=wire: w.append((d, m)))
         fed.admit_sites(wait=False)
         g = unet_arrays(cfg.unet_config(), seed=5)
-        new, _ = fed.train_round(1, g, {"fold": -1, "ckpt-hash": "x"}, phase="unet")
+        new, entry = fed.train_round(1, g, {"fold": -1, "ckpt-hash": "x"}, phase="unet")
         assert not grid.errors, grid.errors
+        if secagg:  # the same FedAvg round under SecAgg+: the sites' sample counts are their weights
+            from medlens.learn.federated.secure import quantization_bound, weight_rounding
+            from medlens.learn.federated.site import UNetSite
+            from medlens.learn.federated.training import unet_examples
+
+            n = [
+                unet_examples(
+                    UNetSite(nc["data-dir"], nc["work-dir"], holdout=1, seed=5).train_cases, cfg.unet_config()
+                )
+                for nc in nodes.values()
+            ]
+            W = entry["secure_aggregation"]["max_weight"]
+            assert W == max(n)  # the automatic max_weight: the largest site's samples per epoch (schema reply)
+            pmax = max(float(np.abs(v).max()) for v in fedavg.values())
+            bound = (
+                quantization_bound(n, max_weight=W, clipping_range=8.0, quantization_range=2**22)
+                + weight_rounding(n, max_weight=W, quantization_range=2**22) * pmax
+                + 4 * 2**-23 * pmax
+            )
+            d = max(float(np.abs(new[k] - fedavg[k]).max()) for k in g)
+            assert 0 < d <= bound, (d, bound)
+            continue
+        if mu == 0.0:
+            fedavg = new
         sent = [m for d, m in wire if d == "sent" and m.metadata.message_type == "train"]
         assert all(float(m.content["config"]["proximal-mu"]) == mu for m in sent)  # the server sends mu
         drift[mu] = {
