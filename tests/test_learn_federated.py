@@ -197,14 +197,21 @@ def _write_config(root: Path, **extra: object) -> Path:
 @pytest.mark.slow
 @pytest.mark.needs_data
 def test_simulated_radiomics_federation_sends_no_rows(small_sites: Path, tmp_path: Path, monkeypatch):
-    """Three sites in Flower's simulation: results, audit log, and what crossed the wire."""
+    """Three sites in Flower's simulation, DP-SGD and SecAgg+: results, audit log, and what crossed the wire."""
+    from flwr.common import bytes_to_ndarray
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
     from medlens.core.audit import AuditLog
     from medlens.learn.federated.config import load_fl_config
     from medlens.learn.federated.runner import simulate
 
     monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr"))
     cfg = load_fl_config(
-        _write_config(small_sites, privacy={"mode": "local", "noise_multiplier": 1.5, "batch_size": 2})
+        _write_config(
+            small_sites,
+            privacy={"mode": "local", "noise_multiplier": 1.5, "batch_size": 2},
+            secure_aggregation={"enabled": True},
+        )
     )
     wire: list[tuple[str, object]] = []
     res = simulate(
@@ -228,13 +235,28 @@ def test_simulated_radiomics_federation_sends_no_rows(small_sites: Path, tmp_pat
                 assert len(shp) < 2 or shp[0] <= 2, (name, shp)  # (1, k) weights, (classes, 3, F), (2, bins)
     types = {m.metadata.message_type for d, m in wire if d == "sent"}
     assert types == {"query.schema", "query.moments", "train", "evaluate"}
+    # SecAgg+: a site's update leaves it only masked (an integer vector mod 2**32 in the protocol's
+    # ConfigRecord); no train reply holds an array, and masked entries lie far outside the quantised range
+    train = [m for m in received if m.metadata.message_type == "train"]
+    assert len(train) == 4 * 3 * 6  # 4 protocol stages x 3 sites x 6 rounds
+    assert all(len(rec) == 0 for m in train for rec in m.content.array_records.values())
+    masked = [
+        np.concatenate([bytes_to_ndarray(b).ravel() for b in m.content[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]])
+        for m in train
+        if Key.MASKED_PARAMETERS in m.content.config_records[RECORD_KEY_CONFIGS]
+    ]
+    assert len(masked) == 3 * 6 and all(v.max() > 2**22 for v in masked)  # unmasked entries are <= 2**22
     entries = AuditLog(cfg.out_dir / "audit.jsonl").entries()
     rounds = [e for e in entries if e["action"] == "fl.round"]
     assert len(rounds) == 3 * 2  # (2 folds + final) x 2 rounds
     assert all(e["details"]["bytes_sent"] > 0 and e["details"]["bytes_received"] > 0 for e in rounds)
+    assert all(e["details"]["secure_aggregation"]["protocol"] == "SecAgg+" for e in rounds)
+    start = next(e for e in entries if e["action"] == "fl.start")
+    assert start["details"]["secure_aggregation"]["enabled"] is True
     assert AuditLog(cfg.out_dir / "audit.jsonl").verify()
     model = json.loads((cfg.out_dir / "model" / "model.json").read_text())
     assert len(model["selected"]) == 3 and model["epsilon"]["mode"] == "local"
+    assert model["secure_aggregation"]["enabled"] is True
 
 
 def test_site_with_other_schema_or_architecture_is_refused_with_the_reason(tmp_path: Path):
@@ -343,3 +365,222 @@ def test_real_site_processes_survive_a_killed_site_that_rejoins(small_sites: Pat
     last_without = max(rounds.index(r) for r in without)
     assert any("site3" in r["sites"] for r in rounds[last_without + 1 :])  # rejoined and trained again
     assert np.isfinite(result["auc_pooled"])
+
+
+# ----------------------------------------------------------------------------- SecAgg+, central DP clipping
+def test_secure_aggregation_and_central_clipping_config_is_validated(tmp_path: Path):
+    from medlens.learn.federated.config import from_mapping
+
+    def cfg(**kw: object):
+        return from_mapping(dict(kw), base_dir=tmp_path)
+
+    assert cfg(secure_aggregation=True)["secure_aggregation"]["enabled"] is True  # the short form
+    ok = cfg(secure_aggregation={"enabled": True, "num_shares": 5, "reconstruction_threshold": 3}, min_sites=3)
+    assert ok["secure_aggregation"]["num_shares"] == 5 and ok["privacy"]["central_clipping"] == "server"
+    bad = [
+        ({"secure_aggregation": {"enabled": True, "num_shares": 2}}, r"num_shares must be >= 3.*got 2"),
+        (
+            {"secure_aggregation": {"enabled": True, "num_shares": 3, "reconstruction_threshold": 3}},
+            r"reconstruction_threshold must be >= 2 and < num_shares \(3\), got 3",
+        ),
+        (
+            {"secure_aggregation": {"enabled": True, "num_shares": 5, "reconstruction_threshold": 3}},
+            r"min_sites \(2\) must be >= 2 and >= reconstruction_threshold \(3\)",
+        ),
+        ({"secure_aggregation": {"enabled": True, "clipping_range": 0}}, r"clipping_range must be > 0, got 0"),
+        ({"secure_aggregation": {"enabled": True, "quantization_range": 2**32}}, r"quantization_range must be"),
+        ({"secure_aggregation": {"enabled": True, "max_weight": -1}}, r"max_weight must be a positive number"),
+        ({"secure_aggregation": {"enabled": "yes"}}, r"secure_aggregation\.enabled must be bool, got 'yes'"),
+        ({"secure_aggregation": {"shares": 3}}, r"unknown key secure_aggregation\.shares"),
+        ({"privacy": {"central_clipping": "site"}}, r"privacy\.central_clipping must be server or client, got 'site'"),
+        (
+            {"secure_aggregation": True, "privacy": {"mode": "central"}},
+            r"central_clipping: server clips each site's update at the server.*Set privacy\.central_clipping: client",
+        ),
+    ]
+    for kw, pattern in bad:
+        with pytest.raises(InputError, match=pattern):
+            cfg(**kw)
+    cfg(secure_aggregation=True, privacy={"mode": "central", "central_clipping": "client"})  # the valid pairing
+
+
+def _rdp_epsilon_by_hand(sigma: float, rounds: int, delta: float) -> float:
+    """ε of ``rounds`` Gaussian mechanisms without subsampling (q = 1), written out.
+
+    RDP of one release at order a: a / (2 sigma^2); composition adds; Opacus' conversion to (ε, δ)
+    (Balle et al. 2020): ε(a) = rdp(a) - (log δ + log a) / (a - 1) + log((a - 1) / a), minimised over
+    Opacus' default orders 1.1 ... 10.9, 12 ... 63.
+    """
+    import math
+
+    orders = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+    return min(
+        rounds * a / (2 * sigma**2) - (math.log(delta) + math.log(a)) / (a - 1) + math.log((a - 1) / a) for a in orders
+    )
+
+
+def test_central_epsilon_per_round_is_the_rdp_formula():
+    for sigma, rounds in [(1.0, 1), (1.0, 10), (2.5, 30), (0.7, 3)]:
+        assert epsilon([(sigma, 1.0, rounds)], delta=1e-5) == pytest.approx(
+            _rdp_epsilon_by_hand(sigma, rounds, 1e-5), rel=1e-9
+        )
+    # worked by hand: sigma 1, 1 round, best order a = 5.4:
+    # 5.4/2 - (ln 1e-5 + ln 5.4)/4.4 + ln(4.4/5.4) = 2.7 + 2.2333 - 0.2048 = 4.7285
+    assert _rdp_epsilon_by_hand(1.0, 1, 1e-5) == pytest.approx(4.7285, abs=1e-4)
+    # sigma 2.5, 30 rounds, a = 3.1: 30*3.1/12.5 - (ln 1e-5 + ln 3.1)/2.1 + ln(2.1/3.1) = 7.44 + 4.9438 - 0.3895
+    assert _rdp_epsilon_by_hand(2.5, 30, 1e-5) == pytest.approx(11.9941, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def loop_fed(small_sites: Path):
+    """Real ClientApps of the 3 sites in process (LoopbackGrid) and the final-phase preprocessing, computed once."""
+    from _fl_loopback import LoopbackGrid
+    from medlens.learn.federated.apps import Federation, make_client_app
+    from medlens.learn.federated.config import load_fl_config
+
+    nodes = {
+        101 + i: {
+            "data-dir": str(small_sites / "sites" / f"site{i + 1}"),
+            "site-id": f"site{i + 1}",
+            "work-dir": str(small_sites / "out" / "site-work" / f"site{i + 1}"),  # the fixture's feature caches
+        }
+        for i in range(3)
+    }
+    grid = LoopbackGrid(make_client_app(), nodes)
+    base = load_fl_config(_write_config(small_sites, output={"dir": str(small_sites / "loop-base")}))
+    fed = Federation(grid, base, log=lambda s: None)
+    fed.admit_sites(wait=False)
+    assert sorted(fed.accepted.values()) == ["site1", "site2", "site3"], grid.errors
+    prep = fed._prep(-1)
+    extra = {"fold": -1, "prep": prep, "l2": 1.0 / max(prep["n_train"], 1)}
+
+    def run(name: str, **over: object) -> tuple[dict, dict, list]:
+        """One training round from zeros under ``over``: (aggregate, audit entry, wire log)."""
+        from medlens.learn.federated.training import logistic_arrays
+
+        cfg = base.with_overrides(**{"output.dir": str(small_sites / f"loop-{name}"), **over})
+        wire: list = []
+
+        def tap(d: str, m: object) -> None:  # a copy of the arrays as they arrived (Flower may clip them later)
+            a = m.content.array_records.get("arrays") if d == "received" else None  # type: ignore[attr-defined]
+            wire.append((d, m, None if a is None else {k: v.numpy().copy() for k, v in a.items()}))
+
+        f = Federation(grid, cfg, log=lambda s: None, wire_log=tap)
+        f.accepted, f.site_max_examples, f.reference_schema = fed.accepted, fed.site_max_examples, fed.reference_schema
+        f.audit.append(action="fl.start", details={"secure_aggregation": cfg["secure_aggregation"]})
+        new, entry = f.train_round(1, logistic_arrays(len(prep["selected"])), extra, phase="test")
+        assert not grid.errors, grid.errors
+        return new, entry, wire
+
+    plain, plain_entry, plain_wire = run("plain")
+    # every site's own update, as the server receives it without secure aggregation
+    updates = {
+        str(m.content["site"]["site-id"]): (a, float(m.content["metrics"]["num-examples"]))
+        for d, m, a in plain_wire
+        if d == "received" and m.metadata.message_type == "train"
+    }
+    return {"run": run, "plain": plain, "updates": updates, "entry": plain_entry, "root": small_sites}
+
+
+def _bound(weights: list[float], max_weight: float, c: float, T: int, pmax: float) -> float:
+    """SecAgg+ vs FedAvg, per parameter: stochastic rounding (< 1 level 2c/T per site, over sum d) plus the
+    rounding of the weights d_i = round(n_i T / W) / T, plus float32 rounding of the result."""
+    d = np.array([round(n / max_weight * T) / T for n in weights])
+    n = np.asarray(weights)
+    return len(n) * 2 * c / T / d.sum() + np.abs(d / d.sum() - n / n.sum()).sum() * pmax + 2 * 2**-23 * pmax
+
+
+@pytest.mark.needs_data
+def test_secure_aggregation_equals_fedavg_within_the_quantisation_bound(loop_fed):
+    from medlens.learn.federated.secure import quantization_bound, weight_rounding
+
+    plain, updates = loop_fed["plain"], loop_fed["updates"]
+    weights = [n for _, n in updates.values()]
+    assert len(weights) == 3 and all(n == 4 for n in weights)  # 4 patients per site, all rows in the final phase
+    pmax = max(float(np.abs(v).max()) for a, _ in updates.values() for v in a.values())
+    manual = {k: sum(a[k] * n for a, n in updates.values()) / sum(weights) for k in plain}
+    assert all(np.allclose(manual[k], plain[k], rtol=1e-6) for k in plain)  # FedAvg = the hand-computed average
+    diffs = {}
+    for name, c, T, W in [("fine", 8.0, 2**22, 7.0), ("coarse", 8.0, 2**12, 7.0)]:
+        sa = {"enabled": True, "clipping_range": c, "quantization_range": T, "max_weight": W}
+        sec, entry, _ = loop_fed["run"](f"sa-{name}", secure_aggregation=sa)
+        bound = _bound(weights, W, c, T, pmax)
+        assert quantization_bound(weights, max_weight=W, clipping_range=c, quantization_range=T) + weight_rounding(
+            weights, max_weight=W, quantization_range=T
+        ) * pmax == pytest.approx(bound - 2 * 2**-23 * pmax, rel=1e-12)
+        diffs[name] = max(float(np.abs(sec[k].astype(float) - plain[k]).max()) for k in plain)
+        assert diffs[name] <= bound, (name, diffs[name], bound)
+        assert entry["secure_aggregation"]["protocol"] == "SecAgg+" and entry["secure_aggregation"]["max_weight"] == W
+        assert entry["sites"] == ["site1", "site2", "site3"] and set(entry["loss"]) == {"site1", "site2", "site3"}
+    # the coarse grid (4096 levels over [-8, 8]) does move the model, more than the fine one (bounds 6.8e-3, 6.7e-6)
+    assert diffs["coarse"] > 1e-4 > 1e-5 > diffs["fine"]
+
+
+@pytest.mark.needs_data
+def test_secure_aggregation_server_never_sees_an_unmasked_update(loop_fed):
+    from flwr.common import bytes_to_ndarray
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+    from medlens.core.audit import AuditLog
+
+    c, T, W, M = 8.0, 2**22, 4.0, 2**32
+    sec, entry, wire = loop_fed["run"]("sa-wire", secure_aggregation={"enabled": True, "max_weight": W})
+    received = [m for d, m, _ in wire if d == "received"]
+    assert len(received) == 4 * 3  # setup, share keys, collect masked vectors, unmask: 3 sites each
+    masked = {}
+    for m in received:
+        for rec in m.content.array_records.values():
+            assert len(rec) == 0  # the mod emptied the site's ArrayRecord: no array leaves a site
+        cfg = m.content.config_records[RECORD_KEY_CONFIGS]
+        if Key.MASKED_PARAMETERS in cfg:
+            masked[str(m.content["site"]["site-id"])] = [bytes_to_ndarray(b) for b in cfg[Key.MASKED_PARAMETERS]]
+    assert sorted(masked) == ["site1", "site2", "site3"]
+    for site, vec in masked.items():
+        arrays, n = loop_fed["updates"][site]
+        # what the site would send unmasked: its weight factor, then its quantised weighted parameters in [0, T]
+        honest = [np.array([n / W * T])] + [(np.clip(n / W * arrays[k], -c, c) + c) * T / (2 * c) for k in arrays]
+        flat, ref = np.concatenate([v.ravel() for v in vec]), np.concatenate([v.ravel() for v in honest])
+        assert flat.max() > T  # masked values spread over [0, 2**32): no quantised vector looks like this
+        assert np.all(np.minimum((flat - ref) % M, (ref - flat) % M) > 2)  # every entry is far from its true value
+    assert entry["secure_aggregation"]["messages"] == 12
+    logged = [e["details"] for e in AuditLog(loop_fed["root"] / "loop-sa-wire" / "audit.jsonl").entries()]
+    rounds = [e for e in logged if "secure_aggregation" in e and "round" in e]
+    assert len(rounds) == 1 and rounds[0]["secure_aggregation"]["protocol"] == "SecAgg+"
+    assert rounds[0]["bytes_received"] > 0 and rounds[0]["sites"] == ["site1", "site2", "site3"]
+    assert max(float(np.abs(sec[k] - loop_fed["plain"][k]).max()) for k in sec) < 1e-5
+
+
+@pytest.mark.needs_data
+def test_central_dp_client_and_server_clipping_without_noise_equal_clipped_fedavg(loop_fed):
+    updates = loop_fed["updates"]
+    zero = {k: np.zeros_like(v) for k, v in next(iter(updates.values()))[0].items()}
+    norms = {s: float(np.sqrt(sum((a[k].astype(float) ** 2).sum() for k in a))) for s, (a, _) in updates.items()}
+    clip = 0.5 * min(norms.values())  # every site's update is clipped
+    expected = {
+        k: zero[k] + sum(a[k] * min(1.0, clip / norms[s]) for s, (a, _) in updates.items()) / len(updates) for k in zero
+    }
+    for mode in ("server", "client"):
+        privacy = {"mode": "central", "central_clipping": mode, "noise_multiplier": 0.0, "clipping_norm": clip}
+        out, entry, wire = loop_fed["run"](f"dp-{mode}-0", privacy=privacy)
+        for k in expected:
+            np.testing.assert_allclose(out[k], expected[k], rtol=1e-6, atol=1e-7)
+        assert entry["central_clipping"] == mode and entry["epsilon_central"] == float("inf")
+        sent = {str(m.content["site"]["site-id"]): a for d, m, a in wire if d == "received"}
+        sent_norm = {s: float(np.sqrt(sum((a[k].astype(float) ** 2).sum() for k in a))) for s, a in sent.items()}
+        if mode == "client":  # the updates left the sites already clipped (fixedclipping_mod)
+            assert all(v == pytest.approx(clip, rel=1e-5) for v in sent_norm.values())
+        else:  # the server received them whole and clipped them itself
+            assert all(sent_norm[s] == pytest.approx(norms[s], rel=1e-6) for s in norms)
+    # client clipping under SecAgg+ (uniform weights: max_weight 1): the same model within the quantisation bound
+    sa = {"enabled": True}
+    privacy = {"mode": "central", "central_clipping": "client", "noise_multiplier": 0.0, "clipping_norm": clip}
+    out, entry, _ = loop_fed["run"]("dp-client-sa", privacy=privacy, secure_aggregation=sa)
+    assert entry["secure_aggregation"]["max_weight"] == 1.0
+    pmax = max(float(np.abs(v).max()) for v in expected.values())
+    bound = _bound([1.0, 1.0, 1.0], 1.0, 8.0, 2**22, pmax)
+    assert max(float(np.abs(out[k] - expected[k]).max()) for k in out) <= bound
+    # with noise: ε of the round is the RDP formula, and the model moved by the noise
+    privacy = {**privacy, "noise_multiplier": 1.0}
+    out, entry, _ = loop_fed["run"]("dp-client-1", privacy=privacy)
+    assert entry["epsilon_central"] == pytest.approx(_rdp_epsilon_by_hand(1.0, 1, 1e-5), rel=1e-9)
+    assert max(float(np.abs(out[k] - expected[k]).max()) for k in out) > 1e-3

@@ -183,3 +183,86 @@ def test_simulated_unet_resumed_after_two_rounds_equals_an_uninterrupted_run(une
     model = json.loads((out_part / "model" / "model.json").read_text())
     assert model["info"]["federated"]["epsilon"]["per_site"] == pytest.approx(eps_full)
     assert model["config"]["channels"] == TINY["channels"]
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data
+def test_fedprox_proximal_term_pulls_each_site_unet_towards_the_global_model(unet_sites: Path):
+    """One U-Net round through the real ClientApps (in process), FedAvg vs FedProx from the same weights
+    (and the FedAvg round again under SecAgg+: within the quantisation bound of the plain one).
+
+    FedProx adds mu/2 ||w - w_global||^2 to every site's loss: with the same seeds (same batches,
+    same augmentation) each site's update must move less from the global model, and the prox
+    gradient mu (w - w_global) points back at it, so the site models sit closer to the global one.
+    """
+    from _fl_loopback import LoopbackGrid
+    from medlens.learn.federated.apps import Federation, make_client_app
+    from medlens.learn.federated.training import unet_arrays
+
+    nodes = {
+        201 + i: {
+            "data-dir": str(unet_sites / "sites" / f"site{i + 1}"),
+            "site-id": f"site{i + 1}",
+            "work-dir": str(unet_sites / "prox-work" / f"site{i + 1}"),
+        }
+        for i in range(2)
+    }
+    grid = LoopbackGrid(make_client_app(), nodes)
+    drift: dict[float, dict[str, float]] = {}
+    agg_drift: dict[float, float] = {}
+    fedavg: dict[str, np.ndarray] = {}
+    for mu, secagg in ((0.0, False), (1.0, False), (30.0, False), (0.0, True)):
+        strategy = "fedprox" if mu else "fedavg"
+        cfg = _config(
+            unet_sites / f"prox-{mu}-{secagg}",
+            strategy=strategy,
+            proximal_mu=mu,
+            seed=5,
+            secure_aggregation={"enabled": secagg},
+            unet={"local_epochs": 1, "batch_size": 16, "holdout": 1, "architecture": dict(TINY)},
+        )
+        wire: list = []
+        fed = Federation(grid, cfg, log=lambda s: None, wire_log=lambda d, m, w=wire: w.append((d, m)))
+        fed.admit_sites(wait=False)
+        g = unet_arrays(cfg.unet_config(), seed=5)
+        new, entry = fed.train_round(1, g, {"fold": -1, "ckpt-hash": "x"}, phase="unet")
+        assert not grid.errors, grid.errors
+        if secagg:  # the same FedAvg round under SecAgg+: the sites' sample counts are their weights
+            from medlens.learn.federated.secure import quantization_bound, weight_rounding
+            from medlens.learn.federated.site import UNetSite
+            from medlens.learn.federated.training import unet_examples
+
+            n = [
+                unet_examples(
+                    UNetSite(nc["data-dir"], nc["work-dir"], holdout=1, seed=5).train_cases, cfg.unet_config()
+                )
+                for nc in nodes.values()
+            ]
+            W = entry["secure_aggregation"]["max_weight"]
+            assert W == max(n)  # the automatic max_weight: the largest site's samples per epoch (schema reply)
+            pmax = max(float(np.abs(v).max()) for v in fedavg.values())
+            bound = (
+                quantization_bound(n, max_weight=W, clipping_range=8.0, quantization_range=2**22)
+                + weight_rounding(n, max_weight=W, quantization_range=2**22) * pmax
+                + 4 * 2**-23 * pmax
+            )
+            d = max(float(np.abs(new[k] - fedavg[k]).max()) for k in g)
+            assert 0 < d <= bound, (d, bound)
+            continue
+        if mu == 0.0:
+            fedavg = new
+        sent = [m for d, m in wire if d == "sent" and m.metadata.message_type == "train"]
+        assert all(float(m.content["config"]["proximal-mu"]) == mu for m in sent)  # the server sends mu
+        drift[mu] = {
+            str(m.content["site"]["site-id"]): float(
+                np.sqrt(sum(((m.content["arrays"][k].numpy() - g[k]) ** 2).sum() for k in g))
+            )
+            for d, m in wire
+            if d == "received" and m.metadata.message_type == "train"
+        }
+        agg_drift[mu] = float(np.sqrt(sum(((new[k] - g[k]) ** 2).sum() for k in g)))
+    for site in ("site1", "site2"):
+        assert drift[30.0][site] < drift[1.0][site] < drift[0.0][site], drift
+    assert agg_drift[30.0] < agg_drift[0.0]
+    # the strong term keeps the local models much closer (not a rounding-level effect)
+    assert all(drift[30.0][s] < 0.9 * drift[0.0][s] for s in ("site1", "site2")), drift

@@ -12,6 +12,19 @@ _RESUME_HELP = (
     "Continue from the last per-round checkpoint in output.dir (refused when it belongs to another "
     "configuration) or start afresh; default: the config's resume key (true)."
 )
+_SECAGG_HELP = (
+    "Turn SecAgg+ secure aggregation on or off (the server learns only the sum of the sites' updates); "
+    "default: the config's secure_aggregation.enabled."
+)
+
+
+def _overrides(resume: bool | None, secagg: bool | None) -> dict[str, object] | None:
+    over: dict[str, object] = {}
+    if resume is not None:
+        over["resume"] = resume
+    if secagg is not None:
+        over["secure_aggregation.enabled"] = secagg
+    return over or None
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +38,9 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path, typer.Argument(help="Federation YAML (task, rounds, strategy, privacy, output).")],
         timeout_s: Annotated[float | None, typer.Option("--timeout-s", help="Give up after this many seconds.")] = None,
         resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help=_RESUME_HELP)] = None,
+        secagg: Annotated[
+            bool | None, typer.Option("--secure-aggregation/--no-secure-aggregation", help=_SECAGG_HELP)
+        ] = None,
     ) -> None:
         """Start a SuperLink on server.host:server.port and run the federation once min_sites sites joined."""
         from medlens.core.errors import require
@@ -32,11 +48,13 @@ def register(app: typer.Typer) -> None:
         from medlens.learn.federated.runner import serve
 
         require("flwr", extra="fl", purpose="federated learning")
-        over = None if resume is None else {"resume": resume}
+        over = _overrides(resume, secagg)
         cfg = load_fl_config(config)
-        res = serve(
-            cfg if over is None else cfg.with_overrides(**over), log=typer.echo, timeout_s=timeout_s, overrides=over
-        )
+        if over is not None:
+            cfg = cfg.with_overrides(**over)
+        # the ServerApp re-reads the YAML: it gets the overrides as a top-level mapping
+        sent = None if over is None else {"resume": cfg["resume"], "secure_aggregation": cfg["secure_aggregation"]}
+        res = serve(cfg, log=typer.echo, timeout_s=timeout_s, overrides=sent)
         typer.echo(json.dumps({k: v for k, v in res.items() if k != "evaluations"}, default=float))
 
     @fl.command("site")
@@ -73,6 +91,9 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path, typer.Argument(help="Federation YAML with a sites list.")],
         sites: Annotated[int | None, typer.Option("--sites", help="Use the first N sites of the config.")] = None,
         resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help=_RESUME_HELP)] = None,
+        secagg: Annotated[
+            bool | None, typer.Option("--secure-aggregation/--no-secure-aggregation", help=_SECAGG_HELP)
+        ] = None,
     ) -> None:
         """Run the same ServerApp and ClientApps with Flower's Simulation Engine (Ray, 1 CPU per site)."""
         from medlens.core.errors import require
@@ -81,7 +102,8 @@ def register(app: typer.Typer) -> None:
 
         require("flwr", extra="fl", purpose="federated learning")
         cfg = load_fl_config(config)
-        res = run(cfg if resume is None else cfg.with_overrides(resume=resume), n_sites=sites, log=typer.echo)
+        over = _overrides(resume, secagg)
+        res = run(cfg if over is None else cfg.with_overrides(**over), n_sites=sites, log=typer.echo)
         typer.echo(json.dumps({k: v for k, v in res.items() if k != "evaluations"}, default=float))
 
     @fl.command("split")

@@ -56,8 +56,29 @@ def _record_to_arrays(record: Any) -> dict[str, np.ndarray]:
 
 
 def content_bytes(msg: Any) -> int:
-    """Bytes of a message's records (arrays, metrics, configs), as Flower counts them."""
-    return int(sum(r.count_bytes() for r in msg.content.values()))
+    """Bytes of a message's records (arrays, metrics, configs), as Flower counts them.
+
+    Flower 1.42's ``ConfigRecord.count_bytes`` refuses list values (SecAgg+ sends lists of keys and
+    shares); those records are counted the same way, element by element (bytes/str: their length,
+    bool: 1, int/float: 8, plus the key).
+    """
+    total = 0
+    for r in msg.content.values():
+        try:
+            total += r.count_bytes()
+        except (ValueError, IndexError):  # a list value, or an empty one
+            total += sum(
+                len(k) + sum(_value_bytes(x) for x in (v if isinstance(v, list) else [v])) for k, v in r.items()
+            )
+    return int(total)
+
+
+def _value_bytes(v: Any) -> int:
+    if isinstance(v, bytes):
+        return len(v)
+    if isinstance(v, str):
+        return len(v.encode())
+    return 1 if isinstance(v, bool) else 8
 
 
 def _json(record: Any, key: str) -> Any:
@@ -159,9 +180,12 @@ def make_client_app(site_map: Mapping[int, Mapping[str, Any]] | None = None) -> 
 
             cfg = _site_unet_config(spec, task)
             site = _unet_site(spec, task)
+            from medlens.learn.federated.training import unet_examples
+
             schema = {
                 "layers": {k: list(v.shape) for k, v in unet_arrays(cfg).items()},
                 "n_cases": len(site.train_cases),
+                "max_examples": unet_examples(site.train_cases, cfg),
                 "architecture": cfg.to_dict(),
             }
         return _reply(msg, metrics={"n-cases": schema["n_cases"]}, info={"site-id": spec["id"], "schema": schema})
@@ -185,8 +209,15 @@ def make_client_app(site_map: Mapping[int, Mapping[str, Any]] | None = None) -> 
             msg, arrays={"moments": m}, array_key="moments", metrics={"n": len(X)}, info={"site-id": spec["id"]}
         )
 
-    @app.train()
+    from medlens.learn.federated.secure import legacy_train, site_mods
+
+    @app.train(mods=site_mods())
     def _train(msg: Any, context: Any) -> Any:
+        if "fitins.parameters" in msg.content.array_records:  # a SecAgg+ round (legacy FitIns layout)
+            return legacy_train(msg, context, _train_plain)
+        return _train_plain(msg, context)
+
+    def _train_plain(msg: Any, context: Any) -> Any:
         from flwr.app import ConfigRecord
 
         from medlens.learn.federated.site import check_outgoing
@@ -286,10 +317,14 @@ class Federation:
         *,
         log: Callable[[str], None] = print,
         wire_log: Callable[[str, Any], None] | None = None,
+        context: Any = None,
     ) -> None:
         from medlens.core.audit import AuditLog
 
         self.grid = grid
+        self.context = context  # the ServerApp's Flower context (SecAgg+ rounds build their LegacyContext on it)
+        self.site_max_examples: dict[int, float] = {}  # node -> largest weight it can send (SecAgg+ max_weight)
+        self.secure_round_info: dict[str, Any] = {}
         self.cfg = config
         self.log = log
         self.wire_log = wire_log
@@ -378,6 +413,7 @@ class Federation:
                         self.audit.append(action="fl.site.refused", details={"site": site, "reason": problem})
                     else:
                         self.accepted[nid] = site
+                        self.site_max_examples[nid] = float(schema.get("max_examples", schema["n_cases"]))
                         self.log(f"site {site} joined ({schema['n_cases']} cases)")
                         self.audit.append(action="fl.site.joined", details={"site": site, "n_cases": schema["n_cases"]})
             alive = [n for n in self.accepted if n in nodes]
@@ -443,19 +479,39 @@ class Federation:
         self, rnd: int, arrays: dict[str, np.ndarray], extra: Mapping[str, Any], *, phase: str, max_attempts: int = 3
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Send the global model to the live sites, aggregate their updates (Flower strategy), log the round."""
-        from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx
+        from flwr.serverapp.strategy import (
+            DifferentialPrivacyClientSideFixedClipping,
+            DifferentialPrivacyServerSideFixedClipping,
+            FedAvg,
+            FedProx,
+        )
+        from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
+
+        from medlens.learn.federated.secure import secure_train_round
 
         mu = float(self.cfg["proximal_mu"]) if self.cfg["strategy"] == "fedprox" else 0.0
-        central = self.cfg["privacy"]["mode"] == "central"
+        pv = self.cfg["privacy"]
+        central = pv["mode"] == "central"
+        client_clip = central and pv["central_clipping"] == "client"
+        secure = bool(self.cfg["secure_aggregation"]["enabled"])
         key = "unit-weight" if central else "num-examples"
         for attempt in range(1, max_attempts + 1):
             t0 = time.perf_counter()
             nodes = self._live_sites()
             rec = _arrays_to_record(arrays)
             cfgrec = self._config({**extra, "server-round": rnd, "proximal-mu": mu})
-            content = _rd({"arrays": rec, "config": cfgrec})
-            replies, sent, recv = self._send("train", nodes, content)
-            good = sorted(self._ok(replies), key=self._site)  # float sums in a fixed order: reproducible rounds
+            secure_agg: dict[str, np.ndarray] | None = None
+            if secure:  # SecAgg+: the server sees the sum only (clipping_norm is added by Flower's legacy wrapper)
+                secure_agg, replies, sent, recv = secure_train_round(self, rnd, nodes, arrays, dict(cfgrec.items()))
+                good = sorted(replies, key=self._site)
+                if secure_agg is None:
+                    good = []
+            else:
+                if client_clip:  # what DifferentialPrivacyClientSideFixedClipping.configure_train adds
+                    cfgrec[KEY_CLIPPING_NORM] = float(pv["clipping_norm"])
+                content = _rd({"arrays": rec, "config": cfgrec})
+                replies, sent, recv = self._send("train", nodes, content)
+                good = sorted(self._ok(replies), key=self._site)  # float sums in a fixed order: reproducible rounds
             if len(good) < int(self.cfg["min_sites"]):
                 self.log(f"{phase} round {rnd}: {len(good)} of {len(nodes)} sites replied (< min_sites); retrying")
                 self.audit.append(
@@ -468,22 +524,28 @@ class Federation:
                     },
                 )
                 continue
-            strat: Any = (
-                FedProx(proximal_mu=mu, weighted_by_key=key, min_available_nodes=1, min_train_nodes=1)
-                if mu
-                else FedAvg(weighted_by_key=key, min_available_nodes=1, min_train_nodes=1)
-            )
-            if central:
-                pv = self.cfg["privacy"]
-                strat = DifferentialPrivacyServerSideFixedClipping(
-                    strat, float(pv["noise_multiplier"]), float(pv["clipping_norm"]), len(good)
+            if secure_agg is not None:
+                new = {k: secure_agg[k].astype(arrays[k].dtype) for k in arrays}
+            else:
+                strat: Any = (
+                    FedProx(proximal_mu=mu, weighted_by_key=key, min_available_nodes=1, min_train_nodes=1)
+                    if mu
+                    else FedAvg(weighted_by_key=key, min_available_nodes=1, min_train_nodes=1)
                 )
-                strat.current_arrays = rec
-            agg, _ = strat.aggregate_train(rnd, good)
-            if agg is None:
-                raise ProcessingError(f"{phase} round {rnd}: Flower could not aggregate the site updates")
-            new = _record_to_arrays(agg)
-            new = {k: new[k].astype(arrays[k].dtype) for k in arrays}
+                if client_clip:  # each site clipped its own update (fixedclipping_mod); noise on the average
+                    strat = DifferentialPrivacyClientSideFixedClipping(
+                        strat, float(pv["noise_multiplier"]), float(pv["clipping_norm"]), len(good)
+                    )
+                elif central:
+                    strat = DifferentialPrivacyServerSideFixedClipping(
+                        strat, float(pv["noise_multiplier"]), float(pv["clipping_norm"]), len(good)
+                    )
+                    strat.current_arrays = rec
+                agg, _ = strat.aggregate_train(rnd, good)
+                if agg is None:
+                    raise ProcessingError(f"{phase} round {rnd}: Flower could not aggregate the site updates")
+                new = _record_to_arrays(agg)
+                new = {k: new[k].astype(arrays[k].dtype) for k in arrays}
             sites = [self._site(r) for r in good]
             eps_sites = {self._site(r): float(r.content["metrics"]["epsilon"]) for r in good}
             entry: dict[str, Any] = {
@@ -499,7 +561,10 @@ class Federation:
                 "wall_s": round(time.perf_counter() - t0, 3),
                 "attempt": attempt,
             }
+            if secure:
+                entry["secure_aggregation"] = dict(self.secure_round_info)
             if central:
+                entry["central_clipping"] = pv["central_clipping"]
                 entry["epsilon_central"] = epsilon(
                     [(float(self.cfg["privacy"]["noise_multiplier"]), 1.0, rnd)],
                     delta=float(self.cfg["privacy"]["delta"]),
@@ -512,8 +577,12 @@ class Federation:
                     f"{k} {v:.2f}" for k, v in sorted(entry["epsilon_local"].items())
                 )
             if central:
-                eps_txt = f", central ε {entry['epsilon_central']:.2f} (site level)"
-            self.log(f"{phase} round {rnd}: {len(sites)} sites, sent {sent} B, received {recv} B{eps_txt}")
+                eps_txt = (
+                    f", central ε {entry['epsilon_central']:.2f} at δ={pv['delta']:g} (site level, "
+                    f"{pv['central_clipping']}-side clipping)"
+                )
+            sa_txt = " under SecAgg+" if secure else ""
+            self.log(f"{phase} round {rnd}: {len(sites)} sites{sa_txt}, sent {sent} B, received {recv} B{eps_txt}")
             return new, entry
         raise ProcessingError(
             f"{phase} round {rnd}: fewer than min_sites={self.cfg['min_sites']} sites replied "
@@ -555,6 +624,7 @@ class Federation:
                 "task": self.cfg["task"],
                 "strategy": self.cfg["strategy"],
                 "privacy": self.cfg["privacy"],
+                "secure_aggregation": self.cfg["secure_aggregation"],
                 "rounds": self.cfg["rounds"],
                 "medlens_version": medlens.__version__,
             },
@@ -661,6 +731,7 @@ class Federation:
             "weight": final["arrays"]["weight"],
             "bias": final["arrays"]["bias"],
             "privacy": self.cfg["privacy"],
+            "secure_aggregation": self.cfg["secure_aggregation"],
             "epsilon": final["epsilon"],
             "strategy": self.cfg["strategy"],
             "rounds": self.cfg["rounds"],
@@ -732,7 +803,17 @@ class Federation:
                 "unit": "patient (radiomics) / 2D slice (U-Net)",
             }
         if pv["mode"] == "central":
-            return {"mode": "central", "delta": pv["delta"], "epsilon": entry.get("epsilon_central"), "unit": "site"}
+            return {
+                "mode": "central",
+                "clipping": pv["central_clipping"],
+                "noise_multiplier": pv["noise_multiplier"],
+                "clipping_norm": pv["clipping_norm"],
+                "delta": pv["delta"],
+                "epsilon": entry.get("epsilon_central"),
+                "rounds": entry.get("round"),
+                "unit": "site",
+                "accountant": "RDP (opacus.accountants.analysis.rdp), sampling rate 1 per round",
+            }
         return {"mode": "none"}
 
     def run_unet(self) -> dict[str, Any]:
@@ -801,7 +882,7 @@ def make_server_app(
             if over:
                 raw = cfg.raw | json.loads(str(over))
                 cfg = from_mapping(raw, base_dir=cfg.base_dir, source=cfg.source)
-        res = Federation(grid, cfg, log=log, wire_log=wire_log).run()
+        res = Federation(grid, cfg, log=log, wire_log=wire_log, context=context).run()
         if result is not None:
             result.update(res)
 

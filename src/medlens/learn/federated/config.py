@@ -36,9 +36,19 @@ DEFAULTS: dict[str, Any] = {
         "max_grad_norm": 1.0,  # local: per-sample gradient clipping norm
         "batch_size": 8,  # local: expected Poisson batch size
         "clipping_norm": 1.0,  # central: clipping norm of each site's update
+        "central_clipping": "server",  # central: server (the server clips each update) | client (each site clips)
         "delta": 1e-5,
     },
-    "secure_aggregation": False,
+    # SecAgg+ (Flower's SecAggPlusWorkflow + secaggplus_mod): the server only learns the sum of the updates
+    "secure_aggregation": {
+        "enabled": False,
+        "num_shares": 3,  # shares of each site's secrets (neighbours incl. itself); >= 3
+        "reconstruction_threshold": 2,  # shares needed to rebuild a secret; 2 <= t < num_shares, t <= min_sites
+        "clipping_range": 8.0,  # every weighted parameter is clipped to [-c, c] before quantisation
+        "quantization_range": 4194304,  # 2**22 levels over [-c, c]
+        "max_weight": None,  # largest site weight (None: the largest site's case count; 1 with central DP)
+        "timeout_s": 300.0,  # per protocol stage
+    },
     "radiomics": {
         "settings": None,  # path to radiomics settings YAML (e.g. sts-pet-radiomics.yaml)
         "roi": "GTV_Mass_PET",
@@ -73,8 +83,16 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "resume": (bool,),
     "seed": (int,),
     "sites": (list,),
-    "secure_aggregation": (bool,),
+    "enabled": (bool,),
+    "num_shares": (int,),
+    "reconstruction_threshold": (int,),
+    "clipping_range": (int, float),
+    "quantization_range": (int,),
+    "timeout_s": (int, float),
+    "central_clipping": (str,),
 }
+
+MODULUS_RANGE = 2**32  # SecAgg+ masks are uniform in [0, 2**32) (Flower's default modulus_range)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any], where: str, source: str) -> dict[str, Any]:
@@ -147,6 +165,8 @@ def from_mapping(raw: Any, *, base_dir: str | os.PathLike[str], source: str = "c
     """Validate a configuration mapping (defaults filled in)."""
     if not isinstance(raw, dict):
         raise InputError(f"{source}: a federation configuration is a mapping, got {type(raw).__name__}")
+    if isinstance(raw.get("secure_aggregation"), bool):  # `secure_aggregation: true` = the defaults, on
+        raw = {**raw, "secure_aggregation": {"enabled": raw["secure_aggregation"]}}
     merged = _merge(DEFAULTS, raw, "", source)
     checks = [
         ("task", ("radiomics", "unet")),
@@ -160,6 +180,10 @@ def from_mapping(raw: Any, *, base_dir: str | os.PathLike[str], source: str = "c
         raise InputError(f"{source}: privacy.mode must be none, local or central, got {mode!r}")
     if merged["rounds"] < 1 or merged["min_sites"] < 1:
         raise InputError(f"{source}: rounds and min_sites must be >= 1")
+    clip = merged["privacy"]["central_clipping"]
+    if clip not in ("server", "client"):
+        raise InputError(f"{source}: privacy.central_clipping must be server or client, got {clip!r}")
+    _check_secure_aggregation(merged, source)
     for i, s in enumerate(merged["sites"]):
         if (
             not isinstance(s, dict)
@@ -173,6 +197,45 @@ def from_mapping(raw: Any, *, base_dir: str | os.PathLike[str], source: str = "c
     if h not in (False, None, "combat", "location-scale"):
         raise InputError(f"{source}: radiomics.harmonise must be false, combat or location-scale, got {h!r}")
     return FLConfig(merged, Path(base_dir).resolve(), source)
+
+
+def _check_secure_aggregation(merged: dict[str, Any], source: str) -> None:
+    sa = merged["secure_aggregation"]
+    if not sa["enabled"]:
+        return
+    n, t = sa["num_shares"], sa["reconstruction_threshold"]
+    where = f"{source}: secure_aggregation"
+    if n < 3:
+        raise InputError(
+            f"{where}.num_shares must be >= 3 (SecAgg+ splits each site's secrets into that many shares), got {n}"
+        )
+    if not 2 <= t < n:
+        raise InputError(
+            f"{where}.reconstruction_threshold must be >= 2 and < num_shares ({n}), got {t}; "
+            "a larger threshold protects more (t > num_shares / 2 recommended), a smaller one tolerates more dropouts"
+        )
+    if merged["min_sites"] < max(2, t):
+        raise InputError(
+            f"{where}: min_sites ({merged['min_sites']}) must be >= 2 and >= reconstruction_threshold ({t}): "
+            "a SecAgg+ round with fewer sites than the threshold cannot be unmasked; "
+            "raise min_sites or lower the threshold"
+        )
+    c, q = sa["clipping_range"], sa["quantization_range"]
+    if not c > 0:
+        raise InputError(f"{where}.clipping_range must be > 0, got {c}")
+    if not 2 <= q < MODULUS_RANGE:
+        raise InputError(f"{where}.quantization_range must be an integer in [2, 2**32), got {q}")
+    w = sa["max_weight"]
+    if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0):
+        raise InputError(f"{where}.max_weight must be a positive number or null (automatic), got {w!r}")
+    if not sa["timeout_s"] > 0:
+        raise InputError(f"{where}.timeout_s must be > 0, got {sa['timeout_s']}")
+    if merged["privacy"]["mode"] == "central" and merged["privacy"]["central_clipping"] == "server":
+        raise InputError(
+            f"{source}: privacy.mode central with central_clipping: server clips each site's update at the server, "
+            "which needs the updates in the clear; secure aggregation hides them. Set privacy.central_clipping: client "
+            "(each site clips its own update, the server adds the noise to the securely aggregated sum)"
+        )
 
 
 def load_fl_config(path: str | os.PathLike[str]) -> FLConfig:

@@ -21,7 +21,15 @@ import numpy as np
 
 from medlens.core.errors import InputError
 
-__all__ = ["DPSettings", "LocalResult", "logistic_arrays", "train_logistic", "train_unet", "unet_arrays"]
+__all__ = [
+    "DPSettings",
+    "LocalResult",
+    "logistic_arrays",
+    "train_logistic",
+    "train_unet",
+    "unet_arrays",
+    "unet_examples",
+]
 
 
 @dataclass(frozen=True)
@@ -283,6 +291,21 @@ def train_unet(
             net = model._module
     net.eval()
     return LocalResult(_state_arrays(net), n_seen, float(np.mean(losses)) if losses else float("nan"), history)
+
+
+def unet_examples(cases: Sequence[Any], config: Any) -> int:
+    """Training samples one local epoch of :func:`train_unet` draws from ``cases`` (its FedAvg weight).
+
+    2D: every lesion slice plus as many lesion-free ones (at least one) per case; 3D: 8 crops per case.
+    """
+    if config.spatial_dims != 2:
+        return 8 * len(cases)
+    n = 0
+    for c in cases:
+        y = np.asarray(c.mask.array, bool)
+        pos = int(y.any(axis=(1, 2)).sum())
+        n += pos + min(y.shape[0] - pos, max(1, pos))
+    return n
 
 
 def unet_dice(arrays: Mapping[str, np.ndarray], cases: Sequence[Any], config: Any) -> list[float]:

@@ -66,7 +66,14 @@ def training_identity(config: FLConfig) -> dict[str, Any]:
         privacy.update({k: pv[k] for k in ("noise_multiplier", "max_grad_norm", "batch_size", "delta")})
     elif pv["mode"] == "central":
         privacy.update({k: pv[k] for k in ("noise_multiplier", "clipping_norm", "delta")})
+        if pv["central_clipping"] != "server":  # (absent = server: the identities of earlier runs stay valid)
+            privacy["central_clipping"] = pv["central_clipping"]
+    extra: dict[str, Any] = {}
+    sa = config["secure_aggregation"]
+    if sa["enabled"]:  # quantisation changes the weights a little: part of the identity
+        extra["secure_aggregation"] = {k: v for k, v in sa.items() if k != "timeout_s"}
     return {
+        **extra,
         "task": "unet",
         "architecture": config.unet_config().to_dict(),
         "unet": {k: u[k] for k in ("roi", "local_epochs", "learning_rate", "batch_size", "holdout")},
@@ -280,6 +287,7 @@ def _save_final(
                 "rounds": rounds,
                 "sites": sorted(set(fed.accepted.values())),
                 "privacy": fed.cfg["privacy"],
+                "secure_aggregation": fed.cfg["secure_aggregation"],
                 "epsilon": dict(eps),
                 "config_hash": h,
             },
