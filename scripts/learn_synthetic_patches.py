@@ -233,9 +233,8 @@ def main() -> None:
     print(
         f"\nfold {a.fold} of {a.k}: {len(train_ids)} training / {len(test_ids)} held-out patients; Dice of held-out\n"
     )
-    print(
-        "| labelled | patients | real crops | synthetic (accepted / drawn) | real only | real + synthetic | difference |"
-    )
+    head = "| labelled | patients | real crops | synthetic (accepted / drawn) | real only | real + synthetic | diff |"
+    print(head)
     print("|---|---|---|---|---|---|---|")
     for r in results["arms"]:
         s, sm = r["sampling"], r["summary"]
