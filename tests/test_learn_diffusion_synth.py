@@ -74,6 +74,16 @@ def test_postprocess_keeps_the_largest_component_and_fills_holes():
         ds.postprocess_mask(np.zeros((2, 4, 4)))
 
 
+def test_signed_distance_representation_gives_the_mask_back():
+    m = np.zeros((9, 9), bool)
+    m[2:7, 3:6] = True
+    f = ds.mask_to_sdf(m, scale=1.0)
+    np.testing.assert_array_equal(f > 0, m)
+    assert f[4, 4] == pytest.approx(np.tanh(1.5))  # 2 px to the nearest background pixel, minus 0.5
+    assert f[4, 0] == pytest.approx(np.tanh(-2.5))  # 3 px to the nearest mask pixel
+    assert np.all(ds.mask_to_sdf(np.zeros((3, 3), bool)) == -1)
+
+
 def test_first_order_features_worked_values():
     img = np.zeros((1, 1, 6, 6), np.float32)
     msk = np.zeros((1, 1, 6, 6), bool)
@@ -133,6 +143,7 @@ def tiny_gen():
 
 def test_tiny_generator_trains_and_samples_reproducibly(tiny_gen):
     assert tiny_gen.architecture["kind"] == ds.KIND
+    assert -0.9 <= tiny_gen.reference["mask_threshold"] <= 0.9
     assert len(tiny_gen.losses["mask"]) == 1 and np.isfinite(tiny_gen.losses["image"][0])
     a = ds.sample_pairs(tiny_gen, 5, seed=3, n_steps=3, batch_size=8, max_batches=1, gate=False)
     assert a.images.shape[1:] == (1, 16, 16) and a.masks.shape == a.images.shape and a.masks.dtype == bool

@@ -3,9 +3,16 @@
 Generator (``diffusion-synth-pair``)
 ------------------------------------
 Stage 1, the mask: a DDPM (MONAI ``DiffusionModelUNet``, one channel) on the GTV masks of the training
-patients at ``mask_size`` x ``mask_size`` (the 64 x 64 masks area-averaged by 2, values mapped to
-[-1, 1]). A sampled mask is upsampled (bilinear) to the patch size, thresholded at 0, holes filled and
-only its largest connected component kept (:func:`postprocess_mask`).
+patients at ``mask_size`` x ``mask_size``, each mask represented by its clipped signed distance
+``tanh(sdf / sdf_scale)`` (``sdf`` in patch pixels, positive inside; :func:`mask_to_sdf`), area-averaged
+down to ``mask_size``. A smooth field is easier to learn than a binary map: trained on the binary
+masks themselves (values -1/+1) the first run drew fragmented masks (4.7 components on average,
+9 % accepted). Sampling clips the predicted ``x_0`` to [-1, 1] at every DDIM step (mask stage only);
+a sampled field is upsampled (bilinear) to the patch size, thresholded, holes filled and only its
+largest connected component kept (:func:`postprocess_mask`). The threshold is calibrated once after
+training (:func:`calibrate_mask_threshold`, training masks only): the level at which the median area
+of sampled masks equals the training masks' median (a short-trained DDPM draws fields biased towards
+0, i.e. masks too large, at threshold 0: median 303 px against 148 px for the real crops).
 
 Stage 2, the image given the mask ("ControlNet-lite"): a DDPM whose network sees the noisy image and
 the clean binary mask (``+1`` inside, ``-1`` outside) as two input channels and predicts the noise of
@@ -52,12 +59,14 @@ __all__ = [
     "PairGenerator",
     "SampledPairs",
     "build_pair_nets",
+    "calibrate_mask_threshold",
     "encoder_features",
     "first_order_features",
     "frechet_distance",
     "frechet_from_moments",
     "gtv_patches",
     "load_generator",
+    "mask_to_sdf",
     "postprocess_mask",
     "quality_gate",
     "reference_stats",
@@ -106,6 +115,26 @@ def _window(a: np.ndarray, cy: int, cx: int, size: int) -> np.ndarray:
 
 
 # ---- mask post-processing and the quality gate -----------------------------------------------------
+
+
+def mask_to_sdf(mask: np.ndarray, *, scale: float = 3.0) -> np.ndarray:
+    """``tanh(sdf / scale)`` of a 2D boolean mask: ``sdf`` = distance to the background inside (positive)
+    minus the distance to the mask outside (Euclidean, pixels). Its zero level set is the mask boundary:
+    ``mask_to_sdf(m) > 0`` gives ``m`` back. An empty mask maps to -1 everywhere.
+    """
+    from scipy import ndimage
+
+    m = np.asarray(mask, bool)
+    if m.ndim != 2:
+        raise InputError(f"mask_to_sdf needs one 2D mask, got shape {m.shape}")
+    if not m.any():
+        return -np.ones(m.shape, np.float32)
+    if m.all():
+        return np.ones(m.shape, np.float32)
+    inside = ndimage.distance_transform_edt(m)
+    outside = ndimage.distance_transform_edt(~m)
+    sdf = np.where(m, inside - 0.5, -(outside - 0.5))
+    return np.tanh(sdf / float(scale)).astype(np.float32)
 
 
 def postprocess_mask(soft: np.ndarray, *, threshold: float = 0.0) -> tuple[np.ndarray, float]:
@@ -267,14 +296,16 @@ def train_generator(
     images: np.ndarray,
     masks: np.ndarray,
     *,
-    mask_size: int = 32,
+    mask_size: int = 8,
     mask_channels: tuple[int, ...] = (16, 32, 32),
     image_channels: tuple[int, ...] = (16, 32, 32),
     num_res_blocks: int = 1,
     num_train_timesteps: int = 1000,
+    sdf_scale: float = 3.0,
     mask_steps: int = 800,
     image_steps: int = 1200,
     batch_size: int = 16,
+    mask_batch_size: int = 32,
     learning_rate: float = 1e-3,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
@@ -304,9 +335,11 @@ def train_generator(
         "num_res_blocks": int(num_res_blocks),
         "num_train_timesteps": int(num_train_timesteps),
         "schedule": "linear_beta",
+        "mask_representation": f"tanh(sdf / {float(sdf_scale):g})",
     }
     m_pm = m.astype(np.float32) * 2 - 1  # +1 inside, -1 outside: the condition of the image stage
-    small = m.astype(np.float32).reshape(len(m), 1, mask_size, factor, mask_size, factor).mean(axis=(3, 5)) * 2 - 1
+    sdf = np.stack([mask_to_sdf(a[0], scale=sdf_scale) for a in m])[:, None]
+    small = sdf.reshape(len(m), 1, mask_size, factor, mask_size, factor).mean(axis=(3, 5))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         nets = build_pair_nets(arch)
@@ -314,13 +347,49 @@ def train_generator(
 
     sched = make_scheduler(num_train_timesteps)
     losses = {
-        "mask": _train_eps(nets["mask"], sched, small, None, mask_steps, batch_size, learning_rate, seed, log, "mask"),
+        "mask": _train_eps(
+            nets["mask"], sched, small, None, mask_steps, mask_batch_size, learning_rate, seed, log, "mask"
+        ),
         "image": _train_eps(
             nets["image"], sched, x, m_pm, image_steps, batch_size, learning_rate, seed + 1, log, "image"
         ),
     }
     nets.eval()
-    return PairGenerator(nets, arch, reference_stats(x, m), losses)
+    gen = PairGenerator(nets, arch, reference_stats(x, m), losses)
+    gen.reference["mask_threshold"] = calibrate_mask_threshold(gen, seed=seed)
+    if log:
+        log(f"mask threshold calibrated to {gen.reference['mask_threshold']:+.2f}")
+    return gen
+
+
+def _sample_fields(gen: PairGenerator, n: int, seed: int, n_steps: int) -> np.ndarray:
+    """Mask-stage fields ``(n, size, size)``: DDIM from seeded noise, upsampled (bilinear) to the patch size."""
+    import torch
+
+    size, msize = int(gen.architecture["size"]), int(gen.architecture["mask_size"])
+    abar = torch.as_tensor(gen.alphas_cumprod, dtype=torch.float32)
+    ts = [int(t) for t in np.unique(np.linspace(len(abar) - 1, 0, int(n_steps)).round().astype(int))[::-1]]
+    z = torch.randn((n, 1, msize, msize), generator=torch.Generator().manual_seed(int(seed)))
+    soft = _ddim(gen.nets["mask"], abar, z, ts, clip=True)
+    soft = torch.nn.functional.interpolate(soft, size=(size, size), mode="bilinear", align_corners=False)
+    return np.asarray(soft.numpy()[:, 0])
+
+
+def calibrate_mask_threshold(gen: PairGenerator, *, n: int = 256, seed: int = 0, n_steps: int = 25) -> float:
+    """The level in [-0.9, 0.9] at which sampled masks' median area is closest to the training median.
+
+    Uses ``n`` mask-stage samples (noise seeded ``seed + 7919``) and the generator's training reference
+    only (``gen.reference["area_median"]``); empty masks count as area 0.
+    """
+    fields = _sample_fields(gen, n, seed + 7919, n_steps)
+    target = float(gen.reference["area_median"])
+    best, best_err = 0.0, float("inf")
+    for level in np.round(np.linspace(-0.9, 0.9, 37), 3):
+        areas = [postprocess_mask(f, threshold=float(level))[0].sum() for f in fields]
+        err = abs(float(np.median(areas)) - target)
+        if err < best_err:
+            best, best_err = float(level), err
+    return best
 
 
 def _train_eps(
@@ -370,7 +439,7 @@ def _train_eps(
 # ---- sampling --------------------------------------------------------------------------------------
 
 
-def _ddim(net: Any, abar: Any, x: Any, ts: Sequence[int], cond: Any = None) -> Any:
+def _ddim(net: Any, abar: Any, x: Any, ts: Sequence[int], cond: Any = None, clip: bool = False) -> Any:
     import torch
 
     with torch.inference_mode():
@@ -379,6 +448,9 @@ def _ddim(net: Any, abar: Any, x: Any, ts: Sequence[int], cond: Any = None) -> A
             inp = x if cond is None else torch.cat([x, cond], dim=1)
             eps = net(inp, timesteps=torch.full((x.shape[0],), int(t), dtype=torch.long))
             x0 = (x - torch.sqrt(1 - a_t) * eps) / torch.sqrt(a_t)
+            if clip:  # the mask field lives in [-1, 1]; eps re-derived so the step stays consistent
+                x0 = torch.clamp(x0, -1.0, 1.0)
+                eps = (x - torch.sqrt(a_t) * x0) / torch.sqrt(1 - a_t)
             a_prev = abar[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
             x = torch.sqrt(a_prev) * x0 + torch.sqrt(1 - a_prev) * eps
     return x
@@ -399,6 +471,7 @@ def sample_pairs(
     *,
     seed: int = 0,
     n_steps: int = 25,
+    mask_steps: int = 50,
     batch_size: int = 64,
     max_batches: int = 20,
     gate: bool = True,
@@ -407,7 +480,10 @@ def sample_pairs(
 ) -> SampledPairs:
     """Draw pairs (mask stage, post-processing, image stage on the final mask) until ``n`` pass the gate.
 
-    Deterministic for a given ``seed`` (batch ``b`` uses noise seeded ``seed * 1000 + b``). Stops after
+    ``n_steps`` DDIM steps for the image stage, ``mask_steps`` for the (small, cheap) mask stage.
+
+    Deterministic for a given ``seed`` (batch ``b``: mask noise seeded ``seed * 1000 + b``, image noise
+    ``seed * 1000 + b + 500``); the mask threshold is the calibrated ``gen.reference["mask_threshold"]``. Stops after
     ``max_batches`` batches even when fewer than ``n`` passed (the report says so). ``gate=False`` keeps
     every non-empty mask (the post-processing still applies).
     """
@@ -416,10 +492,11 @@ def sample_pairs(
     if n < 1:
         raise InputError(f"sample_pairs: n must be >= 1, got {n}")
     arch = gen.architecture
-    size, msize = int(arch["size"]), int(arch["mask_size"])
+    size = int(arch["size"])
     abar = torch.as_tensor(gen.alphas_cumprod, dtype=torch.float32)
     T = len(abar)
     ts = [int(t) for t in np.unique(np.linspace(T - 1, 0, int(n_steps)).round().astype(int))[::-1]]
+    level = float(gen.reference.get("mask_threshold", 0.0))
     kept_x: list[np.ndarray] = []
     kept_m: list[np.ndarray] = []
     reasons: dict[str, int] = {}
@@ -427,15 +504,12 @@ def sample_pairs(
     for b in range(int(max_batches)):
         if len(kept_x) >= n:
             break
-        g = torch.Generator().manual_seed(int(seed) * 1000 + b)
-        zm = torch.randn((batch_size, 1, msize, msize), generator=g)
+        g = torch.Generator().manual_seed(int(seed) * 1000 + b + 500)
+        soft_np = _sample_fields(gen, batch_size, int(seed) * 1000 + b, mask_steps)
         zx = torch.randn((batch_size, 1, size, size), generator=g)
-        soft = _ddim(gen.nets["mask"], abar, zm, ts)
-        soft = torch.nn.functional.interpolate(soft, size=(size, size), mode="bilinear", align_corners=False)
-        soft_np = soft.numpy()[:, 0]
         masks = np.zeros((batch_size, size, size), bool)
         for i in range(batch_size):
-            masks[i], frac = postprocess_mask(soft_np[i])
+            masks[i], frac = postprocess_mask(soft_np[i], threshold=level)
             fractions.append(frac)
             n_components.append(_n_components(soft_np[i] > 0))
         cond = torch.from_numpy(masks[:, None].astype(np.float32) * 2 - 1)
@@ -476,6 +550,7 @@ def sample_pairs(
         "reference": dict(gen.reference),
         "seed": int(seed),
         "ddim_steps": int(n_steps),
+        "mask_ddim_steps": int(mask_steps),
         "gate": bool(gate),
     }
     return SampledPairs(xs, ms, report)
