@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--mask-size", type=int, default=8)
     ap.add_argument("--mask-steps", type=int, default=500)
-    ap.add_argument("--image-steps", type=int, default=700)
+    ap.add_argument("--image-steps", type=int, default=1000)
     ap.add_argument("--ddim-steps", type=int, default=15)
     ap.add_argument("--ratio", type=float, default=0.4, help="synthetic pairs per real lesion crop")
     ap.add_argument("--epochs-full", type=int, default=4)
