@@ -156,6 +156,18 @@ def test_tiny_generator_trains_and_samples_reproducibly(tiny_gen):
     assert not np.array_equal(a.images[: len(c.images)], c.images[: len(a.images)])
 
 
+def test_sdedit_start_from_real_crops(tiny_gen):
+    x, _ = _discs(4, 16, 7)
+    a = ds.sample_pairs(
+        tiny_gen, 3, seed=2, n_steps=2, base_images=x, strength=0.3, batch_size=4, max_batches=1, gate=False
+    )
+    assert a.images.shape[1:] == (1, 16, 16)
+    with pytest.raises(InputError, match=r"base_images must be \(n, 1, 16, 16\)"):
+        ds.sample_pairs(tiny_gen, 3, base_images=x[:, :, :8], max_batches=1)
+    with pytest.raises(InputError, match=r"strength must be in \(0, 1\]"):
+        ds.sample_pairs(tiny_gen, 3, base_images=x, strength=0.0, max_batches=1)
+
+
 def test_generator_checkpoint_round_trip_and_refusals(tiny_gen, tmp_path):
     from medlens.learn.encoders import save_checkpoint
 
