@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--epochs-full", type=int, default=4)
     ap.add_argument("--max-epochs", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gate-intensity", action="store_true", help="also gate on the mean SUV in the mask")
+    ap.add_argument("--generators", type=Path, help="load generator_<pct>.pt from here instead of training")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -144,18 +146,34 @@ def main() -> None:
         labelled = [cases[p] for p in order[:n_lab]]
         tx, tm, _ = ds.gtv_patches(labelled, size=a.size)
         log(f"fraction {frac:g}: {n_lab} labelled patients, {len(tx)} lesion crops; training the generator")
-        gen = ds.train_generator(
-            tx,
-            tm,
-            mask_size=a.mask_size,
-            mask_steps=a.mask_steps,
-            image_steps=a.image_steps,
-            seed=a.seed,
-            log=lambda s: log("  " + s),
-        )
-        ds.save_generator(gen, a.out / f"generator_{int(100 * frac)}.pt", info={"labelled": order[:n_lab]})
+        saved = a.generators / f"generator_{int(100 * frac)}.pt" if a.generators else None
+        if saved is not None:
+            gen = ds.load_generator(saved)
+            if gen.architecture["size"] != a.size:
+                raise SystemExit(f"{saved}: made for {gen.architecture['size']} px crops, not {a.size}")
+            gen.reference.update(ds.reference_stats(tx, tm))  # the same training crops: adds newer gate bounds
+            log(f"  loaded {saved}")
+        else:
+            gen = ds.train_generator(
+                tx,
+                tm,
+                mask_size=a.mask_size,
+                mask_steps=a.mask_steps,
+                image_steps=a.image_steps,
+                seed=a.seed,
+                log=lambda s: log("  " + s),
+            )
+            ds.save_generator(gen, a.out / f"generator_{int(100 * frac)}.pt", info={"labelled": order[:n_lab]})
         n_syn = max(1, round(a.ratio * len(tx)))
-        syn = ds.sample_pairs(gen, n_syn, seed=a.seed, n_steps=a.ddim_steps, batch_size=64, max_batches=60)
+        syn = ds.sample_pairs(
+            gen,
+            n_syn,
+            seed=a.seed,
+            n_steps=a.ddim_steps,
+            batch_size=64,
+            max_batches=60,
+            gate_intensity=a.gate_intensity,
+        )
         log(f"  sampled: {json.dumps({k: v for k, v in syn.report.items() if k != 'reference'})}")
         ungated = ds.sample_pairs(
             gen, 64, seed=a.seed + 1, n_steps=a.ddim_steps, batch_size=64, max_batches=1, gate=False

@@ -110,6 +110,9 @@ def test_quality_gate_names_each_reason():
     assert ds.quality_gate(np.where(off, 2.0, 0.5), off, 1.0, ref, max_offset=3) == ["off-centre mask"]
     assert ds.quality_gate(np.where(m[0, 0], 0.1, 0.5), m[0, 0], 1.0, ref) == ["low lesion contrast"]
     assert ds.quality_gate(np.full((16, 16), np.nan), m[0, 0], 1.0, ref) == ["non-finite image"]
+    bright = np.where(m[0, 0], 4.0, 1.0)  # contrast 4 as before, but twice the training lesions' intensity
+    assert ds.quality_gate(bright, m[0, 0], 1.0, ref) == []
+    assert ds.quality_gate(bright, m[0, 0], 1.0, ref, intensity=True) == ["lesion intensity out of range"]
 
 
 def test_gtv_patches_are_centred_on_the_mask():

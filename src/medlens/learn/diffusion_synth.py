@@ -181,7 +181,10 @@ def reference_stats(images: np.ndarray, masks: np.ndarray) -> dict[str, float]:
     areas = m.sum(axis=(1, 2))
     contrast = np.array([_ring_contrast(a, b) for a, b in zip(x, m, strict=True)])
     contrast = contrast[np.isfinite(contrast)]
+    inside = np.array([float(a[b].mean()) for a, b in zip(x, m, strict=True) if b.any()])
     return {
+        "mean_lo": float(np.percentile(inside, 1)),
+        "mean_hi": float(np.percentile(inside, 99)),
         "area_lo": float(np.percentile(areas, 1)),
         "area_hi": float(np.percentile(areas, 99)),
         "area_median": float(np.median(areas)),
@@ -199,8 +202,12 @@ def quality_gate(
     *,
     min_largest_fraction: float = 0.9,
     max_offset: float = 8.0,
+    intensity: bool = False,
 ) -> list[str]:
-    """Reasons to reject one synthetic pair (2D ``image`` in network units, 2D bool ``mask``); empty = keep."""
+    """Reasons to reject one synthetic pair (2D ``image`` in network units, 2D bool ``mask``); empty = keep.
+
+    ``intensity``: also reject a mean inside the mask outside the training crops' 1st-99th percentile.
+    """
     reasons = []
     if not np.all(np.isfinite(image)):
         return ["non-finite image"]
@@ -217,6 +224,8 @@ def quality_gate(
         reasons.append("off-centre mask")
     if _ring_contrast(image, mask) < ref["contrast_lo"]:
         reasons.append("low lesion contrast")
+    if intensity and not ref["mean_lo"] <= float(image[mask].mean()) <= ref["mean_hi"]:
+        reasons.append("lesion intensity out of range")
     return reasons
 
 
@@ -492,6 +501,7 @@ def sample_pairs(
     gate: bool = True,
     min_largest_fraction: float = 0.9,
     max_offset: float = 8.0,
+    gate_intensity: bool = False,
 ) -> SampledPairs:
     """Draw pairs (mask stage, post-processing, image stage on the final mask) until ``n`` pass the gate.
 
@@ -557,6 +567,7 @@ def sample_pairs(
                     gen.reference,
                     min_largest_fraction=min_largest_fraction,
                     max_offset=max_offset,
+                    intensity=gate_intensity,
                 )
             else:
                 why = [] if masks[i].any() else ["empty mask"]
@@ -585,6 +596,7 @@ def sample_pairs(
         "ddim_steps": int(n_steps),
         "mask_ddim_steps": int(mask_steps),
         "gate": bool(gate),
+        "gate_intensity": bool(gate and gate_intensity),
     }
     return SampledPairs(xs, ms, report)
 
