@@ -10,6 +10,8 @@ Architectures
     and ReLU, predicting the noise; the denoised image is ``x - net(x)``.
 ``diffusion-unet``
     :class:`monai.networks.nets.DiffusionModelUNet` (2D, one channel) for DDPM/DDIM.
+``diffusion-synth-pair``
+    The two-stage mask-then-image generator of :mod:`medlens.learn.diffusion_synth`.
 
 Checkpoints
 -----------
@@ -153,7 +155,14 @@ def build(arch: Mapping[str, Any]) -> Any:
         )
     if kind == "diffusion-unet":
         return build_diffusion_unet(channels=tuple(arch["channels"]), num_res_blocks=int(arch["num_res_blocks"]))
-    raise InputError(f"unknown architecture kind {kind!r}; expected 'unet-encoder', 'denoise-cnn' or 'diffusion-unet'")
+    if kind == "diffusion-synth-pair":
+        from medlens.learn.diffusion_synth import build_pair_nets
+
+        return build_pair_nets(arch)
+    raise InputError(
+        f"unknown architecture kind {kind!r}; expected 'unet-encoder', 'denoise-cnn', 'diffusion-unet' "
+        "or 'diffusion-synth-pair'"
+    )
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------
