@@ -170,6 +170,25 @@ def features(c: dict, arr: np.ndarray) -> dict[str, float]:
     return {k: float(v) for k, v in f.items() if not k.startswith("diag_")}
 
 
+def table_row(method: str, dose: float, psnr: list, ssim: list, b_gtv: list, b_soft: list, iccs: np.ndarray) -> dict:
+    """One row of the method x dose table: means over patients with bootstrap CIs, ICC summary."""
+    return {
+        "method": method,
+        "dose": dose,
+        "psnr": float(np.mean(psnr)),
+        "psnr_ci": boot_ci(np.array(psnr)),
+        "ssim": float(np.mean(ssim)),
+        "ssim_ci": boot_ci(np.array(ssim)),
+        "bias_gtv": float(np.mean(b_gtv)),
+        "bias_gtv_ci": boot_ci(np.array(b_gtv)),
+        "bias_soft": float(np.mean(b_soft)),
+        "bias_soft_ci": boot_ci(np.array(b_soft)),
+        "icc_median": float(np.median(iccs)),
+        "icc_ge_090": float(np.mean(iccs >= 0.9)),
+        "n_features": len(iccs),
+    }
+
+
 def boot_ci(v: np.ndarray, seed: int = 0, n: int = 2000) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     means = [float(np.mean(v[rng.integers(len(v), size=len(v))])) for _ in range(n)]
@@ -237,21 +256,7 @@ def main() -> None:
                 b_soft.append(ld.hu_bias(img, ref, soft))
                 feats.append(features(c, img))
             iccs = np.array(list(ld.feature_iccs(ref_feats, feats).values()))
-            row = {
-                "method": meth,
-                "dose": d,
-                "psnr": float(np.mean(psnr)),
-                "psnr_ci": boot_ci(np.array(psnr)),
-                "ssim": float(np.mean(ssim)),
-                "ssim_ci": boot_ci(np.array(ssim)),
-                "bias_gtv": float(np.mean(b_gtv)),
-                "bias_gtv_ci": boot_ci(np.array(b_gtv)),
-                "bias_soft": float(np.mean(b_soft)),
-                "bias_soft_ci": boot_ci(np.array(b_soft)),
-                "icc_median": float(np.median(iccs)),
-                "icc_ge_090": float(np.mean(iccs >= 0.9)),
-                "n_features": len(iccs),
-            }
+            row = table_row(meth, d, psnr, ssim, b_gtv, b_soft, iccs)
             rows.append(row)
             print(f"{meth} {d:.2f} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     a.out.mkdir(parents=True, exist_ok=True)

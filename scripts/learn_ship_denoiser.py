@@ -151,7 +151,7 @@ def train_and_ship(cases: list[dict], train: list[int], test: list[int], a: argp
 def evaluate(cases: list[dict], test: list[int], checkpoint: Path, table: object) -> list[dict]:
     from scipy import ndimage
 
-    features, boot_ci, denoise_classic = table.features, table.boot_ci, table.denoise_classic  # type: ignore[attr-defined]
+    features, denoise_classic = table.features, table.denoise_classic  # type: ignore[attr-defined]
     ref_feats = [features(cases[i], np.asarray(cases[i]["ct"].array, np.float64)) for i in test]
     rows = []
     # last row: the CNN applied to the real (full-dose) CT itself: how much it changes an image without added noise
@@ -177,24 +177,9 @@ def evaluate(cases: list[dict], test: list[int], checkpoint: Path, table: object
             b_soft.append(ld.hu_bias(img, ref, soft))
             feats.append(features(c, img))
         iccs = np.array(list(ld.feature_iccs(ref_feats, feats).values()))
-        rows.append(
-            {
-                "method": meth,
-                "dose": d,
-                "psnr": float(np.mean(psnr)),
-                "psnr_ci": boot_ci(np.array(psnr)),
-                "ssim": float(np.mean(ssim)),
-                "ssim_ci": boot_ci(np.array(ssim)),
-                "bias_gtv": float(np.mean(b_gtv)),
-                "bias_gtv_ci": boot_ci(np.array(b_gtv)),
-                "bias_soft": float(np.mean(b_soft)),
-                "bias_soft_ci": boot_ci(np.array(b_soft)),
-                "icc_median": float(np.median(iccs)),
-                "icc_ge_090": float(np.mean(iccs >= 0.9)),
-                "n_features": len(iccs),
-                "psnr_per_patient": [float(v) for v in psnr],
-            }
-        )
+        row = table.table_row(meth, d, psnr, ssim, b_gtv, b_soft, iccs)  # type: ignore[attr-defined]
+        row["psnr_per_patient"] = [float(v) for v in psnr]
+        rows.append(row)
         print(f"{meth} {d:.2f}: PSNR {rows[-1]['psnr']:.2f} dB, SSIM {rows[-1]['ssim']:.3f}", flush=True)
     return rows
 
