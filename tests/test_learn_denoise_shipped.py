@@ -169,3 +169,120 @@ def test_shipped_denoiser_beats_fbp_on_a_held_out_sts_slice(sts_dir):
     err_fbp, err_cnn = (np.asarray(im.array, np.float64)[soft] - full[soft] for im in (low, den))
     assert abs(float(err_cnn.mean())) < 5.0  # measured +2.3 HU
     assert err_cnn.std() < 0.6 * err_fbp.std()  # measured 37.5 vs 72.7 HU
+
+
+# ---- the shipped diffusion prior (method="diffusion") ------------------------------------------------
+
+PRIOR = encoders.WEIGHTS_DIR / "sts_ct_diffusion_prior.pt"
+
+
+def _zero_prior(tmp_path, name: str = "zero_prior.pt"):
+    """A diffusion-unet with every weight zero: it predicts eps = 0, so DDIM returns its input unchanged."""
+    net = encoders.build_diffusion_unet(channels=(16, 16), num_res_blocks=1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+    arch = {"kind": "diffusion-unet", "channels": [16, 16], "num_res_blocks": 1, "num_train_timesteps": 1000}
+    spec = {"modality": "CT", "units": "HU", "scaling": "HU / 1000"}
+    return encoders.save_checkpoint(net.state_dict(), tmp_path / name, architecture=arch, input_spec=spec)
+
+
+def test_shipped_diffusion_prior_is_described_hashed_and_small():
+    doc = json.loads(PRIOR.with_suffix(".json").read_text())
+    assert doc["sha256"] == encoders.sha256_file(PRIOR)
+    assert PRIOR.stat().st_size < 1_000_000
+    arch = doc["architecture"]
+    assert arch == {
+        "kind": "diffusion-unet",
+        "channels": [16, 32, 32],
+        "num_res_blocks": 1,
+        "num_train_timesteps": 1000,
+        "schedule": "linear_beta",
+    }
+    assert doc["input"]["modality"] == "CT" and doc["input"]["units"] == "HU"
+    info = doc["info"]
+    cnn_info = json.loads(SHIPPED.with_suffix(".json").read_text())["info"]
+    # the same patient split as the shipped CNN, so both are evaluated on the same 10 held-out patients
+    assert info["train_patients"] == cnn_info["train_patients"]
+    assert info["held_out_patients"] == cnn_info["held_out_patients"]
+    assert info["seed"] == 0 and info["recipe"]["steps"] == 600 and info["apply"]["ddim_steps"] == 8
+    assert info["losses"][-1] < info["losses"][0]
+    ck = encoders.load_checkpoint(PRIOR, expect_kind="diffusion-unet")
+    assert sum(p.numel() for p in ck.net.parameters()) > 10_000
+
+
+def test_a_changed_diffusion_prior_is_refused(tmp_path):
+    pt = tmp_path / "tampered_prior.pt"
+    shutil.copy(PRIOR, pt)
+    shutil.copy(PRIOR.with_suffix(".json"), pt.with_suffix(".json"))
+    with pt.open("r+b") as fh:
+        fh.seek(-200, 2)
+        b = fh.read(1)
+        fh.seek(-200, 2)
+        fh.write(bytes([b[0] ^ 0x01]))
+    with pytest.raises(InputError, match=r"tampered_prior\.pt: SHA-256 .* does not match"):
+        ld.denoise_ct(_ct(np.zeros((16, 16))), method="diffusion", checkpoint=pt)
+
+
+def test_method_and_checkpoint_kind_must_agree(tmp_path):
+    a = _ct(np.zeros((1, 16, 16)))
+    with pytest.raises(InputError, match=r"is a 'denoise-cnn' network, expected a 'diffusion-unet' one"):
+        ld.denoise_ct(a, method="diffusion", checkpoint=SHIPPED)
+    with pytest.raises(InputError, match=r"is a 'diffusion-unet' network, expected a 'denoise-cnn' one"):
+        ld.denoise_ct(a, checkpoint=PRIOR)
+    with pytest.raises(InputError, match=r"is a 'diffusion-unet' network, expected a 'denoise-cnn' one"):
+        ld.denoise_ct(a, method="cnn", checkpoint=PRIOR)
+    with pytest.raises(InputError, match="method must be 'cnn' or 'diffusion', got 'gan'"):
+        ld.denoise_ct(a, method="gan")
+    with pytest.raises(InputError, match="method 'diffusion' runs with engine 'torch' only"):
+        ld.denoise_ct(a, method="diffusion", engine="onnx")
+    with pytest.raises(InputError, match="ddim_steps must be at least 1"):
+        ld.denoise_ct(a, method="diffusion", ddim_steps=0)
+    with pytest.raises(InputError, match=r"test\.nii: denoise_ct needs a CT in HU, got modality 'PT'"):
+        ld.denoise_ct(_ct(np.zeros((2, 16, 16)), modality="PT", units=Units.SUVBW), method="diffusion")
+    with pytest.raises(InputError, match=r"found units 'normalised'"):
+        ld.denoise_ct(_ct(np.zeros((2, 16, 16)), units=Units.NORMALISED), method="diffusion")
+
+
+def test_diffusion_path_pads_scales_and_crops_exactly(tmp_path):
+    # eps = 0 everywhere: x_t* = sqrt(abar) x, each DDIM step rescales by sqrt(abar_prev / abar_t), ending at x
+    pt = _zero_prior(tmp_path)
+    vol = np.random.default_rng(3).normal(40.0, 60.0, size=(2, 30, 26)).astype(np.float32)  # not multiples of 2
+    vol[1] = 25.0  # a constant slice: estimated noise 0, returned as it is
+    img = _ct(vol)
+    before = vol.copy()
+    out = ld.denoise_ct(img, method="diffusion", checkpoint=pt, ddim_steps=3)
+    np.testing.assert_allclose(np.asarray(out.array), vol, atol=1e-2)
+    np.testing.assert_array_equal(np.asarray(img.array), before)
+    assert out.array.shape == vol.shape and out.array.dtype == np.float32
+    assert "denoise_ct(method=diffusion,checkpoint=zero_prior.pt" in out.meta.history[-1]
+
+
+def test_cli_denoise_ct_diffusion_method(tmp_path):
+    from medlens.cli import main
+    from medlens.io.api import read_image, write_image
+
+    vol = np.random.default_rng(1).normal(40.0, 30.0, size=(1, 32, 32)).astype(np.float32)
+    src = write_image(_ct(vol), tmp_path / "low.nii.gz")
+    out = tmp_path / "den.nii.gz"
+    assert main(["denoise-ct", str(src), "--out", str(out), "--method", "diffusion", "--ddim-steps", "4"]) == 0
+    got = np.asarray(read_image(out).array)
+    api = ld.denoise_ct(read_image(src), method="diffusion", ddim_steps=4)
+    np.testing.assert_allclose(got, np.asarray(api.array), atol=1e-2)
+    assert got.std() < vol.std()
+    assert main(["denoise-ct", str(src), "--out", str(out), "--method", "diffusion", "--checkpoint", str(SHIPPED)]) == 2
+    assert main(["denoise-ct", str(src), "--out", str(tmp_path / "x.nii.gz"), "--method", "unet"]) == 2
+
+
+@pytest.mark.needs_data
+@pytest.mark.slow
+def test_shipped_diffusion_prior_beats_fbp_on_a_held_out_sts_slice(sts_dir):
+    held = json.loads(PRIOR.with_suffix(".json").read_text())["info"]["held_out_patients"]
+    ct = medlens.read_image(sts_dir / held[0] / "CT" / "image")
+    ref = ct.slice2d(ct.shape[0] // 2)
+    full = np.asarray(ref.array, np.float64)
+    low = ld.simulate_low_dose(ref, dose_fraction=0.1, seed=7)
+    den = ld.denoise_ct(low, method="diffusion")
+    p_fbp = ld.psnr_hu(np.asarray(low.array), full)
+    p_dif = ld.psnr_hu(np.asarray(den.array), full)
+    assert p_dif > p_fbp + 1.0, (p_fbp, p_dif)

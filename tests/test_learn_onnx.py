@@ -18,7 +18,14 @@ SHIPPED = sorted(p.stem for p in encoders.WEIGHTS_DIR.glob("*.pt"))
 
 def test_every_shipped_model_is_listed():
     # a new shipped model is covered by the parametrised test below automatically; these must be there
-    assert {"sts_pet_simclr", "sts_pet_mae", "sts_ct_simclr", "sts_mr_simclr", "sts_ct_denoise_cnn"} <= set(SHIPPED)
+    assert {
+        "sts_pet_simclr",
+        "sts_pet_mae",
+        "sts_ct_simclr",
+        "sts_mr_simclr",
+        "sts_ct_denoise_cnn",
+        "sts_ct_diffusion_prior",
+    } <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -33,6 +40,16 @@ def test_shipped_model_onnx_equals_torch(tmp_path, name):
         with torch.inference_mode():
             ref = encoders.encoder_forward(ck.net, torch.from_numpy(x)).numpy()
         assert ref.shape == (3, 64, 8, 8)
+    elif kind == "diffusion-unet":
+        # the noise predictor takes (x_t, t): a grid other than the training patches', two timesteps
+        x = rng.normal(0.0, 0.5, size=(2, 1, 48, 40)).astype(np.float32)
+        t = np.array([30, 700], np.int64)
+        with torch.inference_mode():
+            ref = ck.net(torch.from_numpy(x), timesteps=torch.from_numpy(t)).numpy()
+        got = OnnxModel(onnx_path)(x, t)
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+        return
     else:
         assert kind == "denoise-cnn"
         # HU / 1000 of soft tissue with noise, on a grid other than the export example's (dynamic axes)

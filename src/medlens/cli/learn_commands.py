@@ -77,18 +77,28 @@ def register(app: typer.Typer) -> None:
     def denoise_ct_cmd(
         image: Annotated[Path, typer.Argument(help="CT in HU (a low-dose one): DICOM folder or NIfTI/NRRD file.")],
         out: Annotated[Path, typer.Option("--out", help="Output volume (.nii.gz / .nrrd).")],
+        method: Annotated[
+            str, typer.Option(help="cnn (supervised residual CNN) or diffusion (DDPM prior of full-dose CT, slow).")
+        ] = "cnn",
         checkpoint: Annotated[
             Path | None,
-            typer.Option(help="A denoise-cnn checkpoint (.pt with its .json); default the shipped sts_ct_denoise_cnn."),
+            typer.Option(
+                help="A checkpoint of the method's kind (.pt with its .json); default the shipped "
+                "sts_ct_denoise_cnn or sts_ct_diffusion_prior."
+            ),
         ] = None,
         threads: Annotated[int, typer.Option(help="Intra-op threads.")] = 1,
-        engine: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime, faster on CPU).")] = "torch",
+        engine: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime, faster on CPU; cnn only).")] = "torch",
+        ddim_steps: Annotated[int, typer.Option(help="DDIM steps of the diffusion method.")] = 8,
     ) -> None:
-        """Denoise a CT with the residual CNN trained on simulated 10 %/25 % dose STS CT (see docs/learn-denoise.md)."""
+        """Denoise a CT with a model trained on STS CT (CNN or diffusion prior; see docs/learn-denoise.md)."""
         from medlens.io.api import read_image, write_image
-        from medlens.learn.lowdose import DEFAULT_DENOISER, denoise_ct
+        from medlens.learn.lowdose import DEFAULT_DENOISER, DEFAULT_DIFFUSION_PRIOR, denoise_ct
 
         img = read_image(image)
-        res = denoise_ct(img, checkpoint=checkpoint, threads=threads, engine=engine)
+        res = denoise_ct(
+            img, method=method, checkpoint=checkpoint, threads=threads, engine=engine, ddim_steps=ddim_steps
+        )
         write_image(res, out)
-        typer.echo(f"denoised with {(checkpoint or DEFAULT_DENOISER).name} ({engine}) -> {out}")
+        default = DEFAULT_DIFFUSION_PRIOR if method == "diffusion" else DEFAULT_DENOISER
+        typer.echo(f"denoised ({method}) with {(checkpoint or default).name} ({engine}) -> {out}")

@@ -33,10 +33,12 @@ from medlens.core.image import Image, Units
 
 __all__ = [
     "DEFAULT_DENOISER",
+    "DEFAULT_DIFFUSION_PRIOR",
     "HU_SCALE",
     "MU_WATER_PER_MM",
     "LowDoseModel",
     "apply_denoise_cnn",
+    "apply_diffusion_prior",
     "denoise_ct",
     "fbp",
     "feature_iccs",
@@ -373,26 +375,56 @@ def apply_denoise_cnn(net: Any, hu: np.ndarray) -> np.ndarray:
 
 #: The shipped supervised denoiser: trained on simulated 10 % and 25 % dose STS CT (``scripts/learn_ship_denoiser.py``).
 DEFAULT_DENOISER = Path(__file__).resolve().parent / "weights" / "sts_ct_denoise_cnn.pt"
+#: The shipped DDPM prior of full-dose STS CT patches (``scripts/learn_ship_diffusion.py``).
+DEFAULT_DIFFUSION_PRIOR = Path(__file__).resolve().parent / "weights" / "sts_ct_diffusion_prior.pt"
+_METHODS = {"cnn": ("denoise-cnn", DEFAULT_DENOISER), "diffusion": ("diffusion-unet", DEFAULT_DIFFUSION_PRIOR)}
+
+
+def apply_diffusion_prior(setup: Any, hu: np.ndarray, *, n_steps: int = 8) -> np.ndarray:
+    """Denoise one 2D HU slice with a DDPM prior (:func:`medlens.learn.diffusion.ddim_denoise`), in HU.
+
+    The noise level is the wavelet (finest diagonal band, MAD) estimate of the slice, as in the table of
+    ``scripts/learn_lowdose.py``; the slice is reflect-padded to a multiple of the U-Net's down-sampling.
+    """
+    from medlens.learn.diffusion import ddim_denoise
+    from medlens.preprocess.denoise import estimate_noise_sigma
+
+    a = np.asarray(hu, np.float64)
+    sigma = estimate_noise_sigma(Image.from_array(a.astype(np.float32), spacing=(1.0, 1.0))) / HU_SCALE
+    if not sigma > 0:  # a noise-free (e.g. constant) slice: nothing to remove
+        return a.copy()
+    div = 2 ** (len(setup.architecture["channels"]) - 1)
+    py, px = (-a.shape[0]) % div, (-a.shape[1]) % div
+    x = np.pad(a / HU_SCALE, ((0, py), (0, px)), mode="reflect")
+    den = ddim_denoise(setup, x[None, None], sigma=sigma, n_steps=n_steps)[0, 0][: a.shape[0], : a.shape[1]]
+    return np.asarray(den, np.float64) * HU_SCALE
 
 
 def denoise_ct(
     image: Image,
     *,
+    method: str = "cnn",
     checkpoint: str | os.PathLike[str] | None = None,
     batch_slices: int = 4,
     threads: int = 1,
     engine: str = "torch",
+    ddim_steps: int = 8,
 ) -> Image:
-    """Denoise a (low-dose) CT in HU with a residual CNN checkpoint, axial slice by axial slice.
+    """Denoise a (low-dose) CT in HU with a residual CNN or a DDPM prior, axial slice by axial slice.
 
     Parameters
     ----------
     image
         CT in HU, 2D ``(y, x)`` or 3D ``(z, y, x)``. Its modality must be CT (or unset) and its
         units HU (or unset/unknown, e.g. a NIfTI file); the input is not modified.
+    method
+        ``"cnn"`` (supervised residual CNN, ``denoise-cnn`` checkpoints) or ``"diffusion"`` (DDPM prior
+        of full-dose patches, ``diffusion-unet`` checkpoints; the noise level is estimated per slice
+        and ``ddim_steps`` deterministic DDIM steps are run; torch only, much slower).
     checkpoint
-        A ``denoise-cnn`` checkpoint (``.pt`` with its ``.json``); default :data:`DEFAULT_DENOISER`
-        (STS CT, 0.98 mm pixels, simulated 10 % and 25 % dose; see docs/learn-denoise.md).
+        A checkpoint of the method's kind (``.pt`` with its ``.json``); default :data:`DEFAULT_DENOISER`
+        (STS CT, 0.98 mm pixels, simulated 10 % and 25 % dose; see docs/learn-denoise.md) or
+        :data:`DEFAULT_DIFFUSION_PRIOR`.
     batch_slices
         Slices per network call (memory: about ``width x 4 bytes`` per pixel per slice).
     threads
@@ -411,13 +443,16 @@ def denoise_ct(
     ------
     InputError
         A non-CT modality, units other than HU, a non-finite or non-2D/3D array, or a checkpoint that
-        is not a ``denoise-cnn`` / fails its hash or shape check.
+        is not of the method's kind / fails its hash or shape check.
     """
     import torch
 
     from medlens.learn.encoders import check_input, load_checkpoint, sha256_file
 
-    path = Path(checkpoint) if checkpoint is not None else DEFAULT_DENOISER
+    if method not in _METHODS:
+        raise InputError(f"method must be 'cnn' or 'diffusion', got {method!r}")
+    kind, default = _METHODS[method]
+    path = Path(checkpoint) if checkpoint is not None else default
     src = image.meta.source or "image"
     if image.meta.modality and image.meta.modality != "CT":
         raise InputError(
@@ -429,7 +464,7 @@ def denoise_ct(
             f"{src}: denoise_ct needs a CT in HU, found units {image.meta.units!r}; "
             "give the CT before any intensity normalisation"
         )
-    ck = load_checkpoint(path, expect_kind="denoise-cnn")
+    ck = load_checkpoint(path, expect_kind=kind)
     check_input(image, ck.input, path=path)
     arr = np.asarray(image.array, np.float32)
     if arr.ndim not in (2, 3):
@@ -440,9 +475,24 @@ def denoise_ct(
         raise InputError(f"batch_slices must be at least 1, got {batch_slices}")
     if engine not in ("torch", "onnx"):
         raise InputError(f"engine must be 'torch' or 'onnx', got {engine!r}")
+    if method == "diffusion" and engine != "torch":
+        raise InputError(f"method 'diffusion' runs with engine 'torch' only, got engine {engine!r}")
+    if ddim_steps < 1:
+        raise InputError(f"ddim_steps must be at least 1, got {ddim_steps}")
     digest = sha256_file(path)
     vol = arr[None] if arr.ndim == 2 else arr
     out = np.empty(vol.shape, np.float32)
+    if method == "diffusion":
+        from medlens.learn.diffusion import DiffusionSetup, make_scheduler
+
+        torch.set_num_threads(max(1, int(threads)))
+        sched = make_scheduler(int(ck.architecture.get("num_train_timesteps", 1000)))
+        setup = DiffusionSetup(ck.net, sched, ck.architecture, [])
+        for z in range(vol.shape[0]):
+            out[z] = apply_diffusion_prior(setup, vol[z], n_steps=ddim_steps)
+        res = out[0] if arr.ndim == 2 else out
+        op = f"denoise_ct(method=diffusion,checkpoint={path.name},sha256={digest[:12]},ddim_steps={ddim_steps})"
+        return image.with_array(res, op=op)
     if engine == "onnx":
         ort = _onnx_denoiser(path, digest, max(1, int(threads)))
         for z0 in range(0, vol.shape[0], batch_slices):
