@@ -189,6 +189,18 @@ def table_row(method: str, dose: float, psnr: list, ssim: list, b_gtv: list, b_s
     }
 
 
+def markdown_row(r: dict, label: str | None = None) -> str:
+    """One ``table_row`` as a line of the markdown table (``label`` replaces the method name)."""
+    return (
+        f"| {label or r['method']} | {round(r['dose'] * 100)} % "
+        f"| {r['psnr']:.2f} [{r['psnr_ci'][0]:.2f}, {r['psnr_ci'][1]:.2f}] "
+        f"| {r['ssim']:.3f} [{r['ssim_ci'][0]:.3f}, {r['ssim_ci'][1]:.3f}] "
+        f"| {r['bias_gtv']:+.1f} [{r['bias_gtv_ci'][0]:+.1f}, {r['bias_gtv_ci'][1]:+.1f}] "
+        f"| {r['bias_soft']:+.1f} [{r['bias_soft_ci'][0]:+.1f}, {r['bias_soft_ci'][1]:+.1f}] "
+        f"| {r['icc_median']:.3f} | {100 * r['icc_ge_090']:.0f} % of {r['n_features']} |"
+    )
+
+
 def boot_ci(v: np.ndarray, seed: int = 0, n: int = 2000) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     means = [float(np.mean(v[rng.integers(len(v), size=len(v))])) for _ in range(n)]
@@ -268,14 +280,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(
-            f"| {r['method']} | {int(r['dose'] * 100)} % "
-            f"| {r['psnr']:.2f} [{r['psnr_ci'][0]:.2f}, {r['psnr_ci'][1]:.2f}] "
-            f"| {r['ssim']:.3f} [{r['ssim_ci'][0]:.3f}, {r['ssim_ci'][1]:.3f}] "
-            f"| {r['bias_gtv']:+.1f} [{r['bias_gtv_ci'][0]:+.1f}, {r['bias_gtv_ci'][1]:+.1f}] "
-            f"| {r['bias_soft']:+.1f} [{r['bias_soft_ci'][0]:+.1f}, {r['bias_soft_ci'][1]:+.1f}] "
-            f"| {r['icc_median']:.3f} | {100 * r['icc_ge_090']:.0f} % of {r['n_features']} |"
-        )
+        print(markdown_row(r))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

@@ -244,14 +244,8 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(
-            f"| {r['method'] + (' applied to the real CT' if r['dose'] == 1.0 else '')} | {round(r['dose'] * 100)} % "
-            f"| {r['psnr']:.2f} [{r['psnr_ci'][0]:.2f}, {r['psnr_ci'][1]:.2f}] "
-            f"| {r['ssim']:.3f} [{r['ssim_ci'][0]:.3f}, {r['ssim_ci'][1]:.3f}] "
-            f"| {r['bias_gtv']:+.1f} [{r['bias_gtv_ci'][0]:+.1f}, {r['bias_gtv_ci'][1]:+.1f}] "
-            f"| {r['bias_soft']:+.1f} [{r['bias_soft_ci'][0]:+.1f}, {r['bias_soft_ci'][1]:+.1f}] "
-            f"| {r['icc_median']:.3f} | {100 * r['icc_ge_090']:.0f} % of {r['n_features']} |"
-        )
+        label = r["method"] + (" applied to the real CT" if r["dose"] == 1.0 else "")
+        print(table.markdown_row(r, label))  # type: ignore[attr-defined]
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

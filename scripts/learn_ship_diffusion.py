@@ -171,14 +171,7 @@ def main() -> None:
         "| HU bias soft tissue [95 % CI] | median ICC | ICC >= 0.90 |\n|---|---|---|---|---|---|---|---|"
     )
     for r in rows:
-        print(
-            f"| {r['method']} | {round(r['dose'] * 100)} % "
-            f"| {r['psnr']:.2f} [{r['psnr_ci'][0]:.2f}, {r['psnr_ci'][1]:.2f}] "
-            f"| {r['ssim']:.3f} [{r['ssim_ci'][0]:.3f}, {r['ssim_ci'][1]:.3f}] "
-            f"| {r['bias_gtv']:+.1f} [{r['bias_gtv_ci'][0]:+.1f}, {r['bias_gtv_ci'][1]:+.1f}] "
-            f"| {r['bias_soft']:+.1f} [{r['bias_soft_ci'][0]:+.1f}, {r['bias_soft_ci'][1]:+.1f}] "
-            f"| {r['icc_median']:.3f} | {100 * r['icc_ge_090']:.0f} % of {r['n_features']} |"
-        )
+        print(table.markdown_row(r))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

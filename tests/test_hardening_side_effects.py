@@ -146,3 +146,31 @@ def test_dask_workers_single_threaded_and_parent_env_unchanged(monkeypatch: pyte
     assert got["env"] == {"OMP_NUM_THREADS": "1", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
     assert got["itk"] == 1
     assert got["blas"] and all(n == 1 for n in got["blas"])
+
+
+def test_learn_calls_leave_threads_and_global_rng() -> None:
+    """Training and applying the learnt models (here: the low-dose denoiser) seed torch and set its threads
+    inside the call only (``medlens.learn._torch.keeps_torch_state``)."""
+    torch = pytest.importorskip("torch")
+    from medlens.core.image import ImageMeta, Units
+    from medlens.learn import lowdose as ld
+
+    rng = np.random.default_rng(0)
+    full = rng.normal(0.0, 50.0, (24, 24))
+    pairs = [(full + rng.normal(0.0, 30.0, full.shape), full) for _ in range(2)]
+    ct = Image.from_array(
+        np.stack([full, full]).astype(np.float32),
+        spacing=(1.0, 1.0, 1.0),
+        meta=ImageMeta(modality="CT", units=Units.HU, source="side-effects.nii"),
+    )
+    torch.manual_seed(1234)
+    torch.set_num_threads(1)
+    state = torch.random.get_rng_state().clone()
+    _, losses1 = ld.train_denoise_cnn(pairs, width=4, depth=3, patch=16, steps=3, batch_size=2, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    out = ld.denoise_ct(ct, threads=2)
+    assert out.array.shape == ct.array.shape
+    assert torch.get_num_threads() == 1 and torch.equal(torch.random.get_rng_state(), state)
+    # the seed still makes training reproducible (the forked generator is seeded inside the call)
+    _, losses2 = ld.train_denoise_cnn(pairs, width=4, depth=3, patch=16, steps=3, batch_size=2, seed=5)
+    assert losses1 == losses2

@@ -16,6 +16,7 @@ import numpy as np
 
 from medlens.core.errors import InputError
 from medlens.core.image import Image
+from medlens.learn._torch import keeps_torch_state
 
 __all__ = ["DEFAULT_ENCODER", "deep_features"]
 
@@ -36,6 +37,7 @@ def _encoder(path: Path):  # type: ignore[no-untyped-def]
     return hit[1]
 
 
+@keeps_torch_state
 def deep_features(
     image: Image, mask: Image, *, checkpoint: str | os.PathLike[str] | None = None, threads: int = 1
 ) -> dict[str, float]:

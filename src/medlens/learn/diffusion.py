@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from medlens.core.errors import InputError
+from medlens.learn._torch import keeps_torch_state
 
 __all__ = ["DiffusionSetup", "ddim_denoise", "ddim_sample", "train_ddpm"]
 
@@ -43,6 +44,7 @@ def make_scheduler(num_train_timesteps: int = 1000) -> Any:
     return DDPMScheduler(num_train_timesteps=int(num_train_timesteps), schedule="linear_beta", clip_sample=False)
 
 
+@keeps_torch_state
 def train_ddpm(
     patches: np.ndarray,
     *,

@@ -34,6 +34,7 @@ import numpy as np
 from medlens.core.atomic import atomic_path
 from medlens.core.errors import InputError, ProcessingError, require
 from medlens.core.image import Image, Units
+from medlens.learn._torch import keeps_torch_state
 
 __all__ = [
     "UNET_TARGET_LAYER",
@@ -217,6 +218,7 @@ def gradcam_unet(
 # ---- a patch classifier ------------------------------------------------------------------------------
 
 
+@keeps_torch_state
 def build_patch_classifier(*, channels: Sequence[int] = (8, 16, 32), seed: int = 0) -> Any:
     """A small 2D CNN: three conv blocks (3x3 conv, batch norm, ReLU, 2x2 max-pool after the first two),
     global average pooling and a linear layer to two logits (background, lesion). Input ``(B, 1, H, W)``."""
@@ -313,6 +315,7 @@ def lesion_patches(
     return PatchSet(np.stack(xs).astype(np.float32), np.asarray(ys), np.stack(ms), np.asarray(ps))
 
 
+@keeps_torch_state
 def train_patch_classifier(
     patches: PatchSet, *, epochs: int = 30, lr: float = 3e-3, batch_size: int = 32, seed: int = 0
 ) -> Any:
@@ -407,6 +410,7 @@ def _parametric_layers(net: Any) -> list[tuple[str, Any]]:
     ]
 
 
+@keeps_torch_state
 def randomisation_check(
     net: Any,
     explain: Callable[[Any], np.ndarray],

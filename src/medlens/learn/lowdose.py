@@ -30,6 +30,7 @@ import numpy as np
 
 from medlens.core.errors import InputError
 from medlens.core.image import Image, Units
+from medlens.learn._torch import keeps_torch_state
 
 __all__ = [
     "DEFAULT_DENOISER",
@@ -293,6 +294,7 @@ def feature_iccs(reference: Sequence[Mapping[str, float]], test: Sequence[Mappin
 HU_SCALE = 1000.0
 
 
+@keeps_torch_state
 def train_denoise_cnn(
     pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     *,
@@ -400,6 +402,7 @@ def apply_diffusion_prior(setup: Any, hu: np.ndarray, *, n_steps: int = 8) -> np
     return np.asarray(den, np.float64) * HU_SCALE
 
 
+@keeps_torch_state
 def denoise_ct(
     image: Image,
     *,

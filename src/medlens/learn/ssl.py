@@ -32,6 +32,7 @@ import numpy as np
 
 from medlens.core.errors import InputError
 from medlens.core.image import Image, Units
+from medlens.learn._torch import keeps_torch_state
 
 __all__ = [
     "INPUT_SPECS",
@@ -214,6 +215,7 @@ class PretrainResult:
         self.seconds = seconds
 
 
+@keeps_torch_state
 def pretrain(
     slices: np.ndarray,
     *,

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from medlens.core.errors import InputError
+from medlens.learn._torch import keeps_torch_state
 
 __all__ = [
     "ARMS",
@@ -434,6 +435,7 @@ def _augment(x: np.ndarray, m: np.ndarray, rng: np.random.Generator, shift: int 
     return np.ascontiguousarray(x * rng.uniform(0.9, 1.1)), np.ascontiguousarray(m)
 
 
+@keeps_torch_state
 def _train_arm(
     bags: Sequence[Bag],
     *,

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from medlens.core.errors import InputError
+from medlens.learn._torch import keeps_torch_state
 
 __all__ = [
     "DPSettings",
@@ -105,6 +106,7 @@ def _logistic_net(n_features: int) -> Any:
     return torch.nn.Linear(n_features, 1)
 
 
+@keeps_torch_state
 def train_logistic(
     arrays: Mapping[str, np.ndarray],
     X: np.ndarray,
@@ -198,6 +200,7 @@ def predict_logistic(arrays: Mapping[str, np.ndarray], X: np.ndarray) -> np.ndar
 
 
 # ---------------------------------------------------------------------------- U-Net
+@keeps_torch_state
 def unet_arrays(config: Any, *, seed: int = 0) -> dict[str, np.ndarray]:
     """Initial U-Net weights (``build_unet(config)`` with torch seeded by ``seed``)."""
     import torch
@@ -208,6 +211,7 @@ def unet_arrays(config: Any, *, seed: int = 0) -> dict[str, np.ndarray]:
     return _state_arrays(build_unet(config))
 
 
+@keeps_torch_state
 def train_unet(
     arrays: Mapping[str, np.ndarray],
     cases: Sequence[Any],
